@@ -1,0 +1,72 @@
+"""The `gradual` command line: parses, validates, dispatches; no logic of its own.
+
+Run as: gradual --help
+
+Each command group lives in gradual/commands/<name>.py. A UserError anywhere becomes one message
+on stderr and exit code 2; any other exception is a bug and keeps its traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from gradual.errors import UserError
+
+app = typer.Typer(
+    name="gradual",
+    help="Knowledge-aware gradual fine-tuning: probe what a model knows, fine-tune in stages, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    # Imported here so `gradual --help` stays importable even while one group is broken.
+    # Each module exposes register(app), adding its command or command group.
+    for mod_name in ("data", "model", "probe", "train", "run", "evaluate", "compare", "report"):
+        try:
+            mod = __import__(f"gradual.commands.{mod_name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name == f"gradual.commands.{mod_name}":
+                continue  # command not built yet
+            raise
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", style="yellow")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

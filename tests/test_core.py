@@ -1,0 +1,103 @@
+"""Answers, prompts, item io, config and model loading on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gradual.answers import extract_answer, is_correct, normalize
+from gradual.config import load_run_config
+from gradual.data.items import Item, read_items, write_items
+from gradual.errors import UserError
+from gradual.prompts import FinetuneFormat, probe_prompt
+from tests.conftest import write_jsonl
+
+
+def test_normalize_and_match() -> None:
+    assert normalize("  The  Côte d'Ivoire! ") == "cote d ivoire"
+    assert is_correct("Paris\nQ: next", ["paris"])
+    assert is_correct(" the United Kingdom", ["UK", "United Kingdom"])
+    assert not is_correct("Lyon", ["Paris"])
+    assert not is_correct("\nParis", ["Paris"])  # empty first line is no answer
+    assert extract_answer(" Lima\nQ:") == "Lima"
+
+
+def test_probe_prompt_format() -> None:
+    ex = [Item("a", "Q1?", ("A1",)), Item("b", "Q2?", ("A2", "alias"))]
+    assert probe_prompt(ex, "Q3?") == "Q: Q1?\nA: A1\nQ: Q2?\nA: A2\nQ: Q3?\nA:"
+    fmt = FinetuneFormat()
+    assert fmt.prompt("Q3?") + fmt.target("A3") == "Q: Q3?\nA: A3\n"
+
+
+def test_items_roundtrip(tmp_path: Path, sample_items: list) -> None:
+    p = write_jsonl(tmp_path / "a.jsonl", sample_items)
+    items = read_items(p)
+    assert len(items) == len(sample_items) and items[0].answer == "Paris"
+    write_items(tmp_path / "b.jsonl", items)
+    assert read_items(tmp_path / "b.jsonl") == items
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"id": "1", "question": "q", "answers": ["a"]}\n{bad json\n', "a.jsonl:2: malformed JSON"),
+        ('{"id": "1", "question": " ", "answers": ["a"]}\n', "a.jsonl:1: missing or blank 'question'"),
+        ('{"id": "1", "question": "q", "answers": []}\n', "a.jsonl:1: 'answers' is empty"),
+        ('{"id": "1", "question": "q", "answers": "a"}\n', "a.jsonl:1: 'answers' must be a list"),
+        ('{"id": "1", "question": "q", "answers": ["a"]}\n{"id": "1", "question": "r", "answers": ["b"]}\n',
+         "a.jsonl:2: duplicate id '1'"),
+        ("", "a.jsonl: no items"),
+    ],
+)
+def test_bad_items(tmp_path: Path, content: str, needle: str) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=needle.replace("'", "'")):
+        read_items(p)
+
+
+def test_non_utf8(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'{"id": "1", "question": "q", "answers": ["a"]}\n{"id": "2", "question": "\xff"}\n')
+    with pytest.raises(UserError, match="a.jsonl:2: not valid UTF-8"):
+        read_items(p)
+
+
+def test_config_reports_every_error(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("strategy: gradual\nprobe:\n  nex: ten\n  estimator: magic\ntrain:\n  lr: fast\nbogus: 1\n")
+    with pytest.raises(UserError) as info:
+        load_run_config(p)
+    msg = str(info.value)
+    for needle in ("probe.nex", "probe.estimator", "train.lr", "bogus: unknown key"):
+        assert needle in msg
+    cfg = load_run_config(None, {"probe.nex": 3, "seed": 7})
+    assert cfg.probe.nex == 3 and cfg.seed == 7
+
+
+def test_tiny_model_loads_and_generates(tiny_lm) -> None:
+    from gradual.generate import few_shot_answers
+
+    answers = few_shot_answers(tiny_lm, ["What is the capital of France?"], max_new_tokens=4)
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert len(tiny_lm.fingerprint) == 16
+
+
+def test_bad_model_spec() -> None:
+    from gradual.models import load_model
+
+    with pytest.raises(UserError, match="no such folder"):
+        load_model("./does/not/exist")
+    with pytest.raises(UserError, match="--dtype"):
+        load_model("smollm2-135m", dtype="int3")
+
+
+@pytest.mark.real_model
+def test_default_model_knows_paris() -> None:
+    from gradual.generate import few_shot_answers
+    from gradual.models import load_model
+
+    lm = load_model("smollm2-135m")
+    assert few_shot_answers(lm, ["What is the capital of France?"]) == ["Paris"]
