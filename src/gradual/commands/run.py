@@ -1,0 +1,48 @@
+"""`gradual run`: the whole gradual fine-tuning pipeline from a YAML config.
+
+Run as: gradual run --config configs/default.yaml --out runs/demo [--strategy gradual] [--resume]
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (configs/default.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (or continue with --resume)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="gradual, frontier, all, maybeknown, known, no-unknown, random."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model spec (default smollm2-135m)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (train/dev/test.jsonl)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
+    max_stages: Optional[int] = typer.Option(None, "--max-stages", help="Stage cap for the frontier strategy."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    dtype: Optional[str] = typer.Option(None, "--dtype"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (a finished one just reprints)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Probe -> stages of fine-tuning -> re-probe -> test eval -> summary.json and report.html."""
+    from gradual.config import load_run_config
+    from gradual.pipeline import run_pipeline
+    from gradual.summary_table import print_summary
+
+    overrides = {"strategy": strategy, "model": model, "data": data, "seed": seed, "max_stages": max_stages,
+                 "device": device, "dtype": dtype}
+    cfg = load_run_config(config, overrides)
+    command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_pipeline(cfg, out, resume=resume, progress=not quiet, command=command)
+    print_summary(summary, console)
+    if (out / "report.html").exists():
+        console.print(f"report: {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,262 @@
+"""`gradual run`: the whole method in order, in one run folder, resumable at every step.
+
+Run as: gradual run --config configs/default.yaml --out runs/demo [--resume]
+
+    probe train + test with the base model (exemplars from dev)
+    -> for each stage the strategy plans: train (early stop on dev) -> merge -> re-probe train
+    -> greedy exact match on test with the final model -> summary.json -> report.html
+
+Resume: every step's output is written atomically and is the step's "done" marker, so after a
+kill (even -9) `--resume` skips finished steps. The model after stage k is always rebuilt the same
+way, base weights + the saved adapters of stages 1..k merged in order, whether the run was
+interrupted or not; that is what makes a resumed run end with the same summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from gradual import __version__
+from gradual.atomic import write_json, write_text
+from gradual.config import RunConfig, to_dict
+from gradual.data.items import Item, load_dataset_dir
+from gradual.errors import UserError
+from gradual.models import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORLD = Path("data/world")
+
+
+def library_versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"gradual": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _subset(items: list[Item], limit: int) -> list[Item]:
+    """A deterministic subset independent of the run seed, so every run of a compare probes the same
+    items and shares the base probe from the cache."""
+    if not limit or limit >= len(items):
+        return items
+    rng = random.Random(0)
+    keep = set(rng.sample(range(len(items)), limit))
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+@dataclass
+class RunData:
+    train: list[Item]
+    dev: list[Item]
+    test: list[Item]
+    source: str
+
+
+def load_run_data(cfg: RunConfig) -> RunData:
+    path = Path(cfg.data)
+    if not path.exists() and path.resolve() == DEFAULT_WORLD.resolve():
+        from gradual.data.world import ensure_world
+
+        ensure_world(path, seed=0)
+    ds = load_dataset_dir(path)
+    return RunData(_subset(ds.train, cfg.limit_train), ds.dev, _subset(ds.test, cfg.limit_test), str(path))
+
+
+def _config_record(cfg: RunConfig, command: str) -> dict[str, Any]:
+    return {"config": to_dict(cfg), "seed": cfg.seed, "command": command, "versions": library_versions()}
+
+
+def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
+    cfg_path = out / "config.yaml"
+    if cfg_path.exists():
+        if not resume:
+            raise UserError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
+        old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        if old.get("config") != to_dict(cfg):
+            changed = sorted(k for k, v in to_dict(cfg).items() if old.get("config", {}).get(k) != v)
+            raise UserError(f"--resume: {cfg_path} was made with a different config (differs in: {', '.join(changed)})")
+
+
+class Pipeline:
+    """One run: holds the config, the run folder and the categories history."""
+
+    def __init__(self, cfg: RunConfig, out: Path, *, progress: bool = True, command: str = "") -> None:
+        self.cfg, self.out, self.progress, self.command = cfg, out, progress, command
+        self.t0 = time.time()
+
+    # -- model -----------------------------------------------------------------------------
+    def model_after(self, stages: int) -> LoadedModel:
+        """Base model with the adapters of stages 1..`stages` merged in order (see module doc)."""
+        lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
+        if stages == 0:
+            return lm
+        from peft import PeftModel
+
+        for k in range(1, stages + 1):
+            adapter = self.out / "stages" / f"stage{k}" / "adapter"
+            if not adapter.exists():
+                continue  # a stage that trained nothing (recorded as skipped)
+            lm.model = PeftModel.from_pretrained(lm.model, str(adapter)).merge_and_unload()
+            lm.model.to(lm.placement.dtype)
+            lm.model.eval()
+        return lm
+
+    # -- probe -----------------------------------------------------------------------------
+    def probe_split(self, lm: LoadedModel, name: str, items: list[Item], exemplars: list[Item]) -> Any:
+        from gradual.probe import load_probe, probe, save_probe
+
+        path = self.out / "probe" / f"{name}.jsonl"
+        if path.exists():
+            return load_probe(path)
+        result = probe(lm, items, exemplars, self.cfg.probe, progress=self.progress, desc=f"probe {name}")
+        save_probe(result, path)
+        return result
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from gradual.strategies import plan_stage
+
+        cfg = self.cfg
+        data = load_run_data(cfg)
+        if len(data.train) == 0:
+            raise UserError(f"{data.source}: the train split is empty")
+        lm = load_model(cfg.model, cfg.device, cfg.dtype)
+        _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
+             f"{len(data.test)} test items; strategy {cfg.strategy}, seed {cfg.seed}")
+        base_train = self.probe_split(lm, "base_train", data.train, data.dev)
+        base_test = self.probe_split(lm, "base_test", data.test, data.dev)
+        history: list[dict[str, str]] = [base_train.categories()]
+        stage_records: list[dict[str, Any]] = []
+        stage = 0
+        while True:
+            plan = plan_stage(cfg.strategy, stage + 1, data.train, history, cfg)
+            if plan is None:
+                break
+            stage += 1
+            record = self.run_stage(stage, plan, data, history[-1])
+            stage_records.append(record)
+            if record["n_train"] == 0:
+                _say(f"stage {stage}: nothing to train ({record['note']}); stopping")
+                history.append(dict(history[-1]))
+                break
+            lm = self.model_after(stage)
+            history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev).categories())
+        if stage == 0:
+            lm = self.model_after(0)
+        summary = self.finish(lm, data, history, stage_records, base_train, base_test)
+        return summary
+
+    def run_stage(self, k: int, plan: Any, data: RunData, cats: Mapping[str, str]) -> dict[str, Any]:
+        from gradual.train import train_stage
+
+        sdir = self.out / "stages" / f"stage{k}"
+        done = sdir / "stage.json"
+        if done.exists():
+            return json.loads(done.read_text(encoding="utf-8"))
+        composition = _composition(plan.items, cats)
+        record: dict[str, Any] = {"name": plan.name, "stage": k, "n_train": len(plan.items), "n_replay": 0,
+                                  "composition": composition, "best_epoch": None, "dev_accuracy": None,
+                                  "wall_s": 0.0, "note": plan.note}
+        if plan.items:
+            _say(f"stage {k} ({plan.name}): {len(plan.items)} items {composition}"
+                 + (f" + replay pool {len(plan.replay)}" if plan.replay else "") + f" — {plan.note}")
+            lm = self.model_after(k - 1)
+            res = train_stage(lm, plan.items, data.dev, plan.train, sdir, replay_items=plan.replay,
+                              progress=self.progress, name=plan.name)
+            record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
+                          wall_s=round(res.wall_s, 2))
+            del lm, res
+        else:
+            sdir.mkdir(parents=True, exist_ok=True)
+        write_json(done, record)
+        return record
+
+    def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
+               stage_records: list[dict[str, Any]], base_train: Any, base_test: Any) -> dict[str, Any]:
+        from gradual.evaluate import acquired, category_counts, evaluate_items, forgotten, retention, transitions
+        from gradual.probe import CATEGORIES
+
+        eval_path = self.out / "eval" / "test.json"
+        if eval_path.exists():
+            ev = json.loads(eval_path.read_text(encoding="utf-8"))
+        else:
+            res = evaluate_items(lm, data.test, base_test.categories(), chat=self.cfg.train.chat,
+                                 progress=self.progress)
+            from gradual.atomic import write_jsonl
+
+            write_jsonl(self.out / "eval" / "test.predictions.jsonl", res.predictions)
+            ev = {"accuracy": res.accuracy, "n": res.n, "by_category": res.by_category,
+                  "hallucination_rate": res.hallucination_rate}
+            write_json(eval_path, ev)
+        before, after = history[0], history[-1]
+        noise = base_train.summary.get("noise") or {}
+        summary = {
+            "strategy": self.cfg.strategy, "model": self.cfg.model,
+            "model_fingerprint": base_train.summary.get("model_fingerprint"),
+            "seed": self.cfg.seed, "data": data.source,
+            "stages": stage_records,
+            "categories": [{"stage": i, "counts": category_counts(h)} for i, h in enumerate(history)],
+            "transitions": {"labels": list(CATEGORIES), "counts": transitions(before, after)},
+            "acquired": acquired(before, after), "forgotten": forgotten(before, after),
+            "retention": retention(before, after), "n_train_items": len(data.train),
+            "highly_known": {"before": sum(c == "HighlyKnown" for c in before.values()),
+                             "after": sum(c == "HighlyKnown" for c in after.values())},
+            "test_accuracy": {"overall": ev["accuracy"], "n": ev["n"], "by_category": ev["by_category"]},
+            "hallucination_rate": ev.get("hallucination_rate"),
+            "noise": {"flip_rate": noise.get("flip_rate"), "repeats": noise.get("repeats", 0)},
+            "wall_s": round(time.time() - self.t0, 1),
+        }
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def _composition(items: Sequence[Item], cats: Mapping[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for it in items:
+        c = cats.get(it.id, "?")
+        out[c] = out.get(c, 0) + 1
+    return out
+
+
+def _say(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[cyan]gradual[/] {msg}", highlight=False)
+
+
+def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress: bool = True,
+                 command: str = "") -> dict[str, Any]:
+    """Run (or resume, or just return) one run of `cfg` in `out_dir`; returns summary.json's content."""
+    from gradual.strategies import STRATEGIES
+
+    if cfg.strategy not in STRATEGIES:
+        raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
+    out_dir = Path(out_dir)
+    _check_run_dir(out_dir, cfg, resume)
+    summary_path = out_dir / "summary.json"
+    if resume and summary_path.exists():
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "config.yaml").exists():
+        write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
+    summary = Pipeline(cfg, out_dir, progress=progress, command=command).run()
+    try:
+        from gradual.report import write_report
+
+        write_report(out_dir)
+    except ImportError:  # report module not installed in this build
+        log.info("report module unavailable; skipping report.html")
+    return summary
