@@ -157,11 +157,11 @@ def test_eval_command_writes_json_and_predictions(tiny_model_dir: Path, tmp_path
 
 
 def test_eval_command_bad_input_is_a_user_error(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from gradual.commands.evaluate import run_eval
+    from gradual.evaluate import evaluate_file
     from gradual.errors import UserError
 
     with pytest.raises(UserError, match="--data"):
-        run_eval(str(tiny_model_dir), None, tmp_path / "missing.jsonl", tmp_path / "o.json")
+        evaluate_file(str(tiny_model_dir), tmp_path / "missing.jsonl", tmp_path / "o.json")
     with pytest.raises(UserError, match="--adapter"):
         (tmp_path / "d.jsonl").write_text(json.dumps({"id": "1", "question": "q?", "answers": ["a"]}) + "\n")
-        run_eval(str(tiny_model_dir), tmp_path / "no-adapter", tmp_path / "d.jsonl", tmp_path / "o.json")
+        evaluate_file(str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "o.json", adapter=tmp_path / "no-adapter")

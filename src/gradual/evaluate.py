@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from gradual.data.items import Item
@@ -240,3 +241,82 @@ def evaluate_items(
                       "correct": bool(is_correct(pred, it.answers)),
                       "category": categories.get(it.id) if categories is not None else None})
     return score_predictions(preds, with_categories=categories is not None)
+
+
+# --- the `gradual eval` flow (the command only parses flags and prints) --------------------------
+
+
+def load_categories(path: str | Path) -> dict[str, str]:
+    """{id: category} from a probe JSONL file written by `gradual probe`."""
+    from gradual.errors import UserError
+    from gradual.probe import load_probe
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--categories: {p}: no such probe file")
+    return dict(load_probe(p).categories())
+
+
+def apply_adapter(lm: Any, adapter: str | Path) -> Any:
+    """Load a PEFT adapter onto `lm` and merge it (plain weights decode faster; eval never trains)."""
+    from gradual.errors import UserError
+
+    a = Path(adapter)
+    if not (a / "adapter_config.json").is_file():
+        raise UserError(f"--adapter: {a}: not a PEFT adapter folder (no adapter_config.json)")
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(lm.model, str(a))
+    lm.model = model.merge_and_unload().to(lm.placement.device).eval()
+    return lm
+
+
+def evaluate_file(
+    model: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    categories: str | Path | None = None,
+    chat: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a model (plus adapter) on an items file; write OUT.json and OUT.predictions.jsonl.
+
+    Inputs are checked before the model loads, so a typo costs no loading time.
+    """
+    from gradual.atomic import write_json, write_jsonl
+    from gradual.data.items import read_items
+    from gradual.errors import UserError
+    from gradual.models import load_model
+
+    data_p, out_p = Path(data), Path(out)
+    if not data_p.is_file():
+        raise UserError(f"--data: {data_p}: no such file")
+    if out_p.suffix != ".json":
+        raise UserError(f"--out: {out_p}: expected a .json path")
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    items = read_items(data_p)
+    cats = load_categories(categories) if categories is not None else None
+    lm = load_model(model, device, dtype)
+    if adapter is not None:
+        apply_adapter(lm, adapter)
+    result = evaluate_items(lm, items, cats, chat=chat, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens, progress=progress)
+    summary = {"model": model, "adapter": str(adapter) if adapter is not None else None, "data": str(data_p),
+               "categories": str(categories) if categories is not None else None, "chat": chat,
+               **result.to_dict()}
+    pred_path = predictions_path(out_p)
+    write_jsonl(pred_path, result.predictions)
+    write_json(out_p, summary)
+    return summary
+
+
+def predictions_path(out: Path) -> Path:
+    """OUT.json -> OUT.predictions.jsonl, beside it (the lm-eval-harness habit)."""
+    return out.with_name(out.name.removesuffix(".json") + ".predictions.jsonl")

@@ -1,0 +1,41 @@
+"""`gradual eval`: greedy exact match of a model (plus an optional LoRA adapter) on an items file.
+
+Run as: gradual eval --model smollm2-135m --adapter runs/x/stages/stage2/adapter \
+            --data data/world/test.jsonl --categories runs/x/probe/base_test.jsonl --out eval.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def eval_command(
+    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT adapter folder to apply (merged for eval)."),
+    data: Path = typer.Option(..., "--data", help="Items JSONL to evaluate on."),
+    out: Path = typer.Option(..., "--out", help="Aggregate JSON; per-item predictions go to OUT.predictions.jsonl."),
+    categories: Optional[Path] = typer.Option(None, "--categories", help="Probe JSONL: accuracy by category and hallucination rate."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap questions in the tokenizer's chat template."),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
+) -> None:
+    """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
+    from gradual.evaluate import evaluate_file, predictions_path
+    from gradual.summary_table import print_eval
+
+    summary = evaluate_file(model, data, out, adapter=adapter, categories=categories, chat=chat, device=device,
+                            dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    print_eval(summary, console)
+    console.print(f"[dim]wrote {out} and {predictions_path(out)}[/]")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("eval")(eval_command)
