@@ -146,12 +146,12 @@ def test_eval_command_writes_json_and_predictions(tiny_model_dir: Path, tmp_path
     out = tmp_path / "res" / "eval.json"
     args = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
             "--device", "cpu", "--dtype", "fp32", "--max-new-tokens", "4"]
-    if importlib.util.find_spec("gradual.probe.slick") is not None:
-        args += ["--categories", str(probe)]
+    args += ["--categories", str(probe)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     got = json.loads(out.read_text())
     assert got["n"] == 2 and got["model"] == str(tiny_model_dir) and got["adapter"] is None
+    assert got["by_category"]["HighlyKnown"]["n"] == 1 and got["by_category"]["Unknown"]["n"] == 1
     preds = (tmp_path / "res" / "eval.predictions.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in preds] == ["q1", "q2"]
 
@@ -165,3 +165,22 @@ def test_eval_command_bad_input_is_a_user_error(tiny_model_dir: Path, tmp_path: 
     with pytest.raises(UserError, match="--adapter"):
         (tmp_path / "d.jsonl").write_text(json.dumps({"id": "1", "question": "q?", "answers": ["a"]}) + "\n")
         evaluate_file(str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "o.json", adapter=tmp_path / "no-adapter")
+
+
+def test_mean_ci_bounds_clip_the_interval() -> None:
+    r = ev.mean_ci([0.9, 1.0, 1.0], bounds=(0.0, 1.0))
+    assert r["hi"] == 1.0 and r["lo"] < r["mean"] < 1.0
+    assert ev.mean_ci([0.9, 1.0, 1.0])["hi"] > 1.0  # unclipped, the t-interval overshoots
+
+
+def test_load_categories_errors_name_file_and_line(tmp_path: Path) -> None:
+    from gradual.errors import UserError
+
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": "a", "category": "HighlyKnown"}\n{"id": "b", "category": "Known"}\n')
+    with pytest.raises(UserError, match=r"p.jsonl:2: unknown category 'Known'"):
+        ev.load_categories(p)
+    p.write_text('{"id": "a", "category": "HighlyKnown"}\n\n{"id": 7, "category": "Unknown", "p_greedy": 0}\n')
+    assert ev.load_categories(p) == {"a": "HighlyKnown", "7": "Unknown"}
+    with pytest.raises(UserError, match="--categories"):
+        ev.load_categories(tmp_path / "missing.jsonl")

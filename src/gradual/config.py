@@ -46,6 +46,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 16
+    grad_accum: int = 1  # gradient accumulation steps (effective batch = batch_size * grad_accum * devices)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     patience: int = 2  # epochs without dev improvement before stopping
@@ -141,7 +142,9 @@ def _ranges(cfg: RunConfig, errors: list[str]) -> None:
         ("probe.temperature", p.temperature > 0), ("probe.top_k", p.top_k >= 0),
         ("probe.batch_size", p.batch_size >= 1), ("probe.max_new_tokens", p.max_new_tokens >= 1),
         ("probe.repeat", p.repeat >= 0), ("train.epochs", t.epochs >= 1), ("train.lr", t.lr > 0),
-        ("train.batch_size", t.batch_size >= 1), ("train.lora_r", t.lora_r >= 1),
+        ("train.batch_size", t.batch_size >= 1), ("train.grad_accum", t.grad_accum >= 1),
+        ("train.patience", t.patience >= 0), ("train.min_dev", t.min_dev >= 0), ("train.max_dev", t.max_dev >= 1),
+        ("train.lora_r", t.lora_r >= 1),
         ("train.replay_ratio", t.replay_ratio >= 0), ("train.weight_decay", t.weight_decay >= 0),
         ("stage2.replay_ratio", cfg.stage2.replay_ratio >= 0), ("stage2.lr_scale", cfg.stage2.lr_scale > 0),
         ("stage2.epochs", cfg.stage2.epochs >= 1), ("max_stages", cfg.max_stages >= 1),

@@ -136,11 +136,13 @@ def t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2.0
 
 
-def mean_ci(values: Sequence[float | None], level: float = 0.95) -> dict[str, float | int | None]:
+def mean_ci(values: Sequence[float | None], level: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
     """Mean and two-sided t-interval over `values` (None entries are dropped).
 
     Returns {"mean", "lo", "hi", "n", "sd"}; with one value the interval collapses to the mean
-    (sd None), with none every number is None.
+    (sd None), with none every number is None. `bounds` clips the interval to the values' range
+    (e.g. (0, 1) for a proportion, which cannot exceed 100% however few the seeds).
     """
     xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     n = len(xs)
@@ -151,7 +153,10 @@ def mean_ci(values: Sequence[float | None], level: float = 0.95) -> dict[str, fl
         return {"mean": mean, "lo": mean, "hi": mean, "n": 1, "sd": None}
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "sd": sd}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "lo": lo, "hi": hi, "n": n, "sd": sd}
 
 
 # --- greedy evaluation -------------------------------------------------------------------------
@@ -247,14 +252,39 @@ def evaluate_items(
 
 
 def load_categories(path: str | Path) -> dict[str, str]:
-    """{id: category} from a probe JSONL file written by `gradual probe`."""
-    from gradual.errors import UserError
-    from gradual.probe import load_probe
+    """{id: category} from a probe JSONL (`gradual probe` output, or any JSONL with id and category).
+
+    Only the two fields are read, so a hand-made or older probe file works too; each line is
+    checked, and errors name the file and line.
+    """
+    import json
+
+    from gradual.errors import UserError, where
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--categories: {p}: no such probe file")
-    return dict(load_probe(p).categories())
+    known = set(_categories())
+    out: dict[str, str] = {}
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not valid UTF-8") from None
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where(p, lineno)}: malformed JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "id" not in row or "category" not in row:
+            raise UserError(f"{where(p, lineno)}: expected an object with 'id' and 'category'")
+        if row["category"] not in known:
+            raise UserError(f"{where(p, lineno)}: unknown category {row['category']!r} (known: {', '.join(sorted(known))})")
+        out[str(row["id"])] = row["category"]
+    if not out:
+        raise UserError(f"{p}: no rows (empty probe file)")
+    return out
 
 
 def apply_adapter(lm: Any, adapter: str | Path) -> Any:

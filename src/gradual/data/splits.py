@@ -39,29 +39,36 @@ def _group_key(item: Item) -> str:
     return item.subject if item.subject is not None else f"\0{item.id}"
 
 
+def _main_relation(group: Sequence[Item]) -> str:
+    counts: dict[str, int] = {}
+    for it in group:
+        counts[it.relation or ""] = counts.get(it.relation or "", 0) + 1
+    return min(counts, key=lambda r: (-counts[r], r))
+
+
 def split_items(
     items: Sequence[Item], seed: int = 0, dev_frac: float = 0.1, test_frac: float = 0.2
 ) -> dict[str, list[Item]]:
     """Split items into train/dev/test, grouped by subject and stratified by relation.
 
-    Each subject group is put in the stratum of the relations it holds (a country with capital,
-    continent and currency facts is one group in the stratum of those three relations). Within a
-    stratum the groups are shuffled by seed and dealt to test, then dev, until each reaches its
-    share of the stratum's items; the rest go to train. Output keeps the input order.
+    Each subject group joins the stratum of its most frequent relation (a country with capital,
+    continent and currency facts is one group; one stratum per relation keeps strata large enough
+    for the shares to round well). Within a stratum the groups are shuffled by seed and dealt to
+    test, then dev, until each reaches its share of the stratum's items; the rest go to train.
+    Output keeps the input order.
     """
     check_fracs(dev_frac, test_frac)
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(_group_key(it), []).append(i)
-    strata: dict[tuple[str, ...], list[str]] = {}
+    strata: dict[str, list[str]] = {}
     for key, idx in groups.items():
-        stratum = tuple(sorted({items[i].relation or "" for i in idx}))
-        strata.setdefault(stratum, []).append(key)
+        strata.setdefault(_main_relation([items[i] for i in idx]), []).append(key)
 
     assign: dict[int, str] = {}
     for stratum in sorted(strata):
         keys = sorted(strata[stratum])
-        random.Random(f"gradual-split:{seed}:{'|'.join(stratum)}").shuffle(keys)
+        random.Random(f"gradual-split:{seed}:{stratum}").shuffle(keys)
         total = sum(len(groups[k]) for k in keys)
         want = {"test": round(total * test_frac), "dev": round(total * dev_frac)}
         have = {"test": 0, "dev": 0}

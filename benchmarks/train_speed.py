@@ -1,0 +1,180 @@
+"""Training throughput of one stage against the model's raw forward+backward speed.
+
+Run as: .venv/bin/python benchmarks/train_speed.py [--items 256] [--batch-size 16] [--precisions]
+
+What it measures, on the embedded default model (smollm2-135m) and world-facts QA items:
+
+- stage: `gradual.train.train_stage` (the transformers Trainer path: length-grouped batches, loss on
+  answer tokens, optimizer, scheduler, callbacks), timed over its last epoch (the first warms up
+  the kernels), counting only non-padding tokens;
+- raw: a plain loop of forward + backward on the SAME LoRA model, the SAME batch shapes (the same
+  length-grouped batches), the same precision, counting every position of every batch as useful
+  (no padding waste charged), no optimizer step. Two variants: the model's standard forward
+  (logits at every position), and the forward with logits only at answer positions as the stage
+  computes them; the efficiency reported on the last line is against the faster of the two, so it
+  charges the stage for padding and loop overhead and credits it for nothing else.
+
+efficiency = stage tokens/s / raw tokens/s. With --precisions it first times raw forward+backward
+under each candidate precision and checks the loss and gradient against fp32 (the numbers behind
+gradual.train.choose_precision). Peak memory is the process's peak resident set (CPU) or peak CUDA
+allocation. Last line: `train_speed: efficiency=<ratio> tokens_per_s=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradual.config import TrainConfig
+from gradual.data.items import Item
+from gradual.models import load_model
+from gradual.prompts import FinetuneFormat
+from gradual.training.data import Collator, LengthGroupedSampler, encode_item
+
+
+def bench_items(n: int, seed: int = 0) -> list[Item]:
+    """n world-facts items, spread over relations (seeded)."""
+    from gradual.data.world import world_items
+
+    items = world_items(seed)
+    return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def peak_mem_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def raw_batches(model: Any, tok: Any, items: list[Item], batch_size: int, seed: int, epoch: int,
+                slice_logits: bool) -> list[dict[str, torch.Tensor]]:
+    """The batches the stage's sampler yields in `epoch`, collated (optionally with logit slicing)."""
+    fmt = FinetuneFormat()
+    rows = [encode_item(it, tok, fmt) for it in items]
+    sampler = LengthGroupedSampler([len(r["input_ids"]) for r in rows], batch_size, seed)
+    sampler.set_epoch(epoch)
+    collate = Collator(tok.pad_token_id, slice_logits=slice_logits)
+    return [collate([rows[i] for i in b]) for b in sampler.batches()]
+
+
+def time_raw(model: Any, batches: list[dict[str, torch.Tensor]], autocast: torch.dtype | None,
+             repeats: int = 1) -> tuple[float, float]:
+    """(tokens/s counting every position, seconds) of forward+backward over `batches` after a warm-up pass."""
+    device = next(model.parameters()).device
+    model.train()
+
+    def one_pass() -> None:
+        for b in batches:
+            b = {k: v.to(device) for k, v in b.items()}
+            with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                loss = model(**b).loss
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+    one_pass()
+    tokens = sum(b["input_ids"].numel() for b in batches) * repeats
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        one_pass()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return tokens / dt, dt
+
+
+def compare_precisions(spec: str, items: list[Item], batch_size: int) -> None:
+    """Raw forward+backward speed and agreement with fp32 for each candidate precision (LoRA r16)."""
+    from peft import LoraConfig, get_peft_model
+
+    cands = [("fp32 weights, no autocast", "fp32", None), ("fp32 weights, bf16 autocast", "fp32", torch.bfloat16),
+             ("bf16 base + fp32 LoRA, bf16 autocast", "bf16", torch.bfloat16),
+             ("bf16 base + fp32 LoRA, no autocast", "bf16", None)]
+    ref_loss = ref_grad = None
+    print(f"{'precision':40s} {'tok/s':>8s} {'loss':>8s} {'|dloss|':>8s} {'grad cos':>8s}")
+    for label, dtype, autocast in cands:
+        lm = load_model(spec, device="cpu", dtype=dtype)
+        torch.manual_seed(0)
+        model = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
+        # Non-zero B so gradients reach A too and the comparison covers both factors.
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.randn_like(p) * 0.01)
+        batches = raw_batches(model, lm.tokenizer, items, batch_size, 0, 0, slice_logits=True)
+        tps, _ = time_raw(model, batches, autocast)
+        b = batches[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+            loss = model(**b).loss
+        loss.backward()
+        grad = torch.cat([p.grad.flatten().float() for n, p in model.named_parameters() if p.requires_grad])
+        if ref_grad is None:
+            ref_loss, ref_grad = float(loss), grad
+        cos = float(torch.nn.functional.cosine_similarity(grad, ref_grad, dim=0))
+        print(f"{label:40s} {tps:8.0f} {float(loss):8.4f} {abs(float(loss) - ref_loss):8.4f} {cos:8.4f}")
+        del model, lm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--items", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--epochs", type=int, default=2, help="stage epochs; the last one is timed")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--precisions", action="store_true", help="first compare candidate precisions (CPU)")
+    args = ap.parse_args()
+
+    from gradual.train import train_stage
+
+    items = bench_items(args.items)
+    if args.precisions:
+        compare_precisions(args.model, items, args.batch_size)
+
+    lm = load_model(args.model, args.device, args.dtype)
+    device = lm.placement.device
+    print(f"model {args.model} on {lm.placement.reason}; {len(items)} items, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_stage(lm, items, [], cfg, Path(tmp) / "stage", progress=False, name="bench")
+    last = res.metrics[-1]
+    stage_tps = last["tokens"] / last["train_s"]
+    print(f"stage ({res.precision}): epoch {last['epoch']}: {last['tokens']} tokens in {last['train_s']:.2f}s "
+          f"= {stage_tps:.0f} non-padding tokens/s; whole stage {res.wall_s:.1f}s; "
+          f"peak memory {peak_mem_mib(device):.0f} MiB")
+
+    from gradual.train import choose_precision
+
+    # The trained PeftModel, put back in training mode: same weights, adapters, precision.
+    model = res.model
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    autocast = choose_precision(model, lora=True).autocast
+    epoch_idx = last["epoch"] - 1  # the sampler epoch the timed stage epoch used
+    results = {}
+    for slice_logits in (False, True):
+        batches = raw_batches(model, lm.tokenizer, items, args.batch_size, cfg.seed, epoch_idx, slice_logits)
+        real = sum(int(b["attention_mask"].sum()) for b in batches)
+        total = sum(b["input_ids"].numel() for b in batches)
+        tps, dt = time_raw(model, batches, autocast)
+        results[slice_logits] = tps
+        what = "logits at answer positions" if slice_logits else "standard forward (all logits)"
+        print(f"raw fwd+bwd, {what}: {total} positions ({real} non-padding, {total - real} padding) in {dt:.2f}s "
+              f"= {tps:.0f} tokens/s; efficiency vs this {stage_tps / tps:.3f}")
+    best_raw = max(results.values())
+    print(f"peak memory {peak_mem_mib(device):.0f} MiB")
+    print(f"train_speed: efficiency={stage_tps / best_raw:.3f} tokens_per_s={stage_tps:.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

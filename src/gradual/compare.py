@@ -1,0 +1,392 @@
+"""Strategies x seeds: one run each (finished runs reused), then means with 95% intervals.
+
+Run as: gradual compare --config configs/default.yaml --strategies gradual,maybeknown,all,frontier \
+            --seeds 0,1,2 --out runs/compare
+
+Layout: OUT/runs/<strategy>-seed<k>/ (ordinary run folders), OUT/comparison.json,
+OUT/comparison.md, OUT/report.html. Every aggregate is a mean over seeds with a t-interval
+(gradual.evaluate.mean_ci); the headline is the paper's "knowledge acquired" figure, paired by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from gradual.atomic import write_json, write_text
+from gradual.errors import UserError
+from gradual.evaluate import mean_ci
+
+CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+COUNT_BOUNDS = (0.0, math.inf)
+HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
+
+
+# --- flags -------------------------------------------------------------------------------------
+
+
+def parse_strategies(text: str) -> list[str]:
+    """`a,b,c` -> names, checked against the registered strategies (all unknown names at once)."""
+    from gradual.strategies import STRATEGIES
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise UserError("--strategies: expected a comma-separated list, e.g. gradual,maybeknown")
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown:
+        raise UserError(f"--strategies: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(STRATEGIES))})")
+    dup = sorted({s for s in names if names.count(s) > 1})
+    if dup:
+        raise UserError(f"--strategies: {', '.join(dup)} given more than once")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0,1,2` or a range `0-4` (or a mix) -> distinct non-negative ints, in the order given."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UserError(f"--seeds: {part!r} is not a seed or a range (use e.g. 0,1,2 or 0-4)") from None
+    if not seeds:
+        raise UserError("--seeds: expected a comma-separated list of integers, e.g. 0,1,2")
+    if any(s < 0 for s in seeds):
+        raise UserError("--seeds: seeds must be non-negative")
+    if len(set(seeds)) != len(seeds):
+        raise UserError("--seeds: a seed is given more than once")
+    return seeds
+
+
+def run_name(strategy: str, seed: int) -> str:
+    return f"{strategy}-seed{seed}"
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def finished_summary(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """summary.json of a finished run made with exactly `cfg`, else None (the run must be (re)done)."""
+    from gradual.config import to_dict
+
+    summary_p, cfg_p = run_dir / "summary.json", run_dir / "config.yaml"
+    if not (summary_p.is_file() and cfg_p.is_file()):
+        return None
+    try:
+        record = yaml.safe_load(cfg_p.read_text(encoding="utf-8")) or {}
+        summary = json.loads(summary_p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get("config") != to_dict(cfg):
+        return None
+    return summary
+
+
+def _nested_live_ok() -> bool:
+    """Rich >= 14.1 nests a run's progress bars inside ours; older rich raises LiveError."""
+    from importlib.metadata import version
+
+    try:
+        major, minor = (int(x) for x in version("rich").split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (14, 1)
+
+
+def run_compare(
+    config: str | Path | None,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    progress: bool = True,
+    command: str = "",
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run every strategy x seed in OUT/runs/, aggregate, write comparison.{json,md} and the report."""
+    from gradual.config import load_run_config
+    from gradual.pipeline import run_pipeline
+
+    out = Path(out)
+    t0 = time.time()
+    # Build and validate every config first: a typo fails before hours of runs, not after.
+    plan = []
+    for s in strategies:
+        for k in seeds:
+            cfg = load_run_config(config, {**(overrides or {}), "strategy": s, "seed": k})
+            plan.append((s, k, cfg, out / "runs" / run_name(s, k)))
+
+    summaries: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    fresh_times: list[float] = []
+
+    def do_run(s: str, k: int, cfg: Any, rdir: Path, inner_progress: bool) -> None:
+        summary = finished_summary(rdir, cfg)
+        reused = summary is not None
+        start = time.time()
+        if summary is None:
+            summary = run_pipeline(cfg, rdir, resume=True, progress=inner_progress, command=command)
+        took = time.time() - start
+        if not reused and took > 1.0:  # a run that only returned its summary says nothing about speed
+            fresh_times.append(took)
+        summaries.append(summary)
+        runs.append({"name": rdir.name, "strategy": s, "seed": k, "dir": f"runs/{rdir.name}", "reused": reused,
+                     "wall_s": summary.get("wall_s")})
+
+    if progress:
+        from rich import get_console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # The global console, so the pipeline's own bars (same console) nest under this one.
+        with Progress(TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("runs"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                      console=get_console()) as bar:
+            task = bar.add_task("", total=len(plan), eta="")
+            for i, (s, k, cfg, rdir) in enumerate(plan):
+                bar.update(task, description=run_name(s, k), eta=_eta(fresh_times, plan[i:], out))
+                do_run(s, k, cfg, rdir, _nested_live_ok())
+                bar.update(task, advance=1, eta=_eta(fresh_times, plan[i + 1:], out))
+            bar.update(task, description="done")
+    else:
+        for s, k, cfg, rdir in plan:
+            do_run(s, k, cfg, rdir, False)
+
+    comparison = aggregate(summaries, runs, list(strategies), list(seeds))
+    comparison.update(config=str(config) if config is not None else None, command=command,
+                      overrides={k: v for k, v in (overrides or {}).items() if v is not None},
+                      wall_s=round(time.time() - t0, 1))
+    write_json(out / "comparison.json", comparison)
+    write_text(out / "comparison.md", comparison_markdown(comparison))
+    if report:
+        from gradual.report import write_report
+
+        write_report(out)
+    return comparison
+
+
+def _eta(fresh: list[float], left: Sequence[tuple[Any, Any, Any, Path]], out: Path) -> str:
+    """Remaining time = runs still to do x mean time of the runs done here (finished ones cost ~0)."""
+    todo = sum(1 for *_, rdir in left if not (rdir / "summary.json").exists())
+    if todo == 0:
+        return ""
+    if not fresh:
+        return f"{todo} to run, ETA after the first"
+    from gradual.summary_table import fmt_seconds
+
+    return f"{todo} to run, ETA {fmt_seconds(todo * sum(fresh) / len(fresh))}"
+
+
+# --- aggregation ----------------------------------------------------------------------------------
+
+
+def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
+    cur: Any = d
+    for p in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(p)
+    return cur
+
+
+def _ci(rows: Sequence[Mapping[str, Any]], fn: Callable[[Mapping[str, Any]], Any],
+        proportion: bool = False) -> dict[str, Any]:
+    # Proportions stay in [0, 1] and counts at >= 0: a t-interval over 3 seeds can overshoot both.
+    return mean_ci([fn(r) for r in rows], bounds=(0.0, 1.0) if proportion else COUNT_BOUNDS)
+
+
+def _hk_share(s: Mapping[str, Any]) -> float | None:
+    after, n = _get(s, "highly_known", "after"), s.get("n_train_items")
+    return after / n if after is not None and n else None
+
+
+def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and 95% interval over one strategy's runs (one per seed) of every reported number."""
+    cats = list(CATEGORY_ORDER) + sorted({c for r in rows for c in (_get(r, "test_accuracy", "by_category") or {})}
+                                         - set(CATEGORY_ORDER))
+    n_stages = max((len(r.get("stages") or []) for r in rows), default=0)
+    stages = []
+    for i in range(n_stages):
+        present = [r["stages"][i] for r in rows if len(r.get("stages") or []) > i]
+        name = Counter(st.get("name", f"stage{i + 1}") for st in present).most_common(1)[0][0]
+        stages.append({
+            "stage": i + 1, "name": name, "runs": len(present),
+            # A run that stopped before stage i trained 0 items there: count it, so means add up.
+            "n_train": mean_ci([(r["stages"][i].get("n_train") if len(r.get("stages") or []) > i else 0) for r in rows],
+                               bounds=COUNT_BOUNDS),
+            "n_replay": mean_ci([(r["stages"][i].get("n_replay") if len(r.get("stages") or []) > i else 0) for r in rows],
+                                bounds=COUNT_BOUNDS),
+            "best_epoch": mean_ci([st.get("best_epoch") for st in present]),
+            "dev_accuracy": mean_ci([st.get("dev_accuracy") for st in present], bounds=(0.0, 1.0)),
+        })
+    n_levels = max((len(r.get("categories") or []) for r in rows), default=0)
+    categories = []
+    for i in range(n_levels):
+        # A run with fewer stages keeps its last distribution (nothing changed after it stopped).
+        level = [(r.get("categories") or [{}])[min(i, len(r.get("categories") or [{}]) - 1)].get("counts") or {}
+                 for r in rows if r.get("categories")]
+        categories.append({"stage": i, "counts": {c: mean_ci([lv.get(c, 0) for lv in level])["mean"]
+                                                  for c in CATEGORY_ORDER}})
+    mats = [_get(r, "transitions", "counts") for r in rows if _get(r, "transitions", "counts")]
+    trans = ([[sum(m[a][b] for m in mats) / len(mats) for b in range(len(mats[0][0]))] for a in range(len(mats[0]))]
+             if mats else None)
+    return {
+        "n_runs": len(rows),
+        "seeds": [r.get("seed") for r in rows],
+        "test_accuracy": _ci(rows, lambda r: _get(r, "test_accuracy", "overall"), proportion=True),
+        "test_accuracy_by_category": {c: _ci(rows, lambda r, c=c: _get(r, "test_accuracy", "by_category", c, "accuracy"), proportion=True)
+                                      for c in cats},
+        "hallucination_rate": _ci(rows, lambda r: r.get("hallucination_rate"), proportion=True),
+        "acquired": _ci(rows, lambda r: r.get("acquired")),
+        "forgotten": _ci(rows, lambda r: r.get("forgotten")),
+        "retention": _ci(rows, lambda r: r.get("retention"), proportion=True),
+        "highly_known_before": _ci(rows, lambda r: _get(r, "highly_known", "before")),
+        "highly_known_after": _ci(rows, lambda r: _get(r, "highly_known", "after")),
+        "highly_known_after_share": _ci(rows, _hk_share, proportion=True),
+        "n_train_items": _ci(rows, lambda r: r.get("n_train_items")),
+        "n_stages": _ci(rows, lambda r: len(r.get("stages") or [])),
+        "items_trained": _ci(rows, lambda r: sum(st.get("n_train") or 0 for st in r.get("stages") or [])),
+        "stages": stages,
+        "categories": categories,
+        "transitions_mean": trans,
+        "wall_s": _ci(rows, lambda r: r.get("wall_s")),
+    }
+
+
+def headline(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The paper's "+24% knowledge acquired": (HK_gradual - HK_maybeknown) / HK_maybeknown after
+    training, on the train split, paired by seed (same data and base probe), then mean and interval."""
+    two, one = HEADLINE
+    by = {(s.get("strategy"), s.get("seed")): s for s in summaries}
+    seeds = sorted({k for (st, k) in by if st == two} & {k for (st, k) in by if st == one})
+    if not seeds:
+        return None
+    per_seed = []
+    for k in seeds:
+        g, m = _get(by[(two, k)], "highly_known", "after"), _get(by[(one, k)], "highly_known", "after")
+        rel = (g - m) / m if g is not None and m else None
+        per_seed.append({"seed": k, two: g, one: m, "difference": (g - m) if g is not None and m is not None else None,
+                         "relative": rel})
+    return {
+        "definition": "(HighlyKnown train items after training: gradual - maybeknown) / maybeknown, paired by seed",
+        "paper": 0.24,
+        "per_seed": per_seed,
+        "relative_increase": mean_ci([p["relative"] for p in per_seed]),
+        "difference": mean_ci([p["difference"] for p in per_seed]),
+    }
+
+
+def noise_control(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Chance flip rate of base categories (re-probing the base model with fresh exemplars).
+
+    The base probe is shared by every strategy of a seed, so each seed counts once."""
+    per_seed: dict[Any, float] = {}
+    repeats = 0
+    for s in summaries:
+        fr = _get(s, "noise", "flip_rate")
+        if fr is not None and s.get("seed") not in per_seed:
+            per_seed[s.get("seed")] = fr
+            repeats = max(repeats, int(_get(s, "noise", "repeats") or 0))
+    return {"flip_rate": mean_ci(list(per_seed.values()), bounds=(0.0, 1.0)), "per_seed": [{"seed": k, "flip_rate": v} for k, v in per_seed.items()],
+            "repeats": repeats}
+
+
+def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
+              strategies: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+    first = summaries[0] if summaries else {}
+    per_run = []
+    for r, s in zip(runs, summaries):
+        per_run.append({**r, "test_accuracy": _get(s, "test_accuracy", "overall"), "acquired": s.get("acquired"),
+                        "forgotten": s.get("forgotten"), "retention": s.get("retention"),
+                        "highly_known_after": _get(s, "highly_known", "after"), "n_train_items": s.get("n_train_items"),
+                        "stages_trained": [st.get("n_train") for st in s.get("stages") or []]})
+    return {
+        "model": first.get("model"), "data": first.get("data"),
+        "strategies_order": list(strategies), "seeds": list(seeds),
+        "categories_order": list(CATEGORY_ORDER),
+        "strategies": {st: aggregate_strategy([s for s in summaries if s.get("strategy") == st]) for st in strategies},
+        "headline": headline(summaries),
+        "noise": noise_control(summaries),
+        "runs": per_run,
+        "runs_wall_s": round(sum(float(s.get("wall_s") or 0) for s in summaries), 1),
+    }
+
+
+def load_comparison(folder: str | Path) -> dict[str, Any]:
+    p = Path(folder) / "comparison.json"
+    if not p.is_file():
+        raise UserError(f"{folder}: no comparison.json (not a compare folder)")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+
+def comparison_markdown(c: Mapping[str, Any]) -> str:
+    from gradual.summary_table import fmt_ci, fmt_pct, fmt_seconds
+
+    lines = [f"# Strategy comparison: {c.get('model')} on {c.get('data')}", ""]
+    if c.get("command"):
+        lines += [f"Command: `{c['command']}`", ""]
+    lines += [f"Seeds: {', '.join(map(str, c.get('seeds', [])))}. Every cell is the mean over seeds with its 95% "
+              f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
+              f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
+              f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
+    lines += ["| strategy | runs | test accuracy | acquired | forgotten | retention | HighlyKnown after | "
+              "HK after / train items | items trained per stage | wall time |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for name, s in (c.get("strategies") or {}).items():
+        per_stage = " / ".join(fmt_ci(st["n_train"], 0) for st in s.get("stages") or []) or "–"
+        lines.append(f"| {name} | {s['n_runs']} | {fmt_ci(s['test_accuracy'], pct=True)} | {fmt_ci(s['acquired'], 1)} | "
+                     f"{fmt_ci(s['forgotten'], 1)} | {fmt_ci(s['retention'], pct=True)} | "
+                     f"{fmt_ci(s['highly_known_after'], 1)} | {fmt_ci(s['highly_known_after_share'], pct=True)} | "
+                     f"{per_stage} | {fmt_seconds((s.get('wall_s') or {}).get('mean'))} |")
+    lines += ["", "## Test accuracy by base category", "",
+              "| strategy | " + " | ".join(CATEGORY_ORDER) + " | hallucination on Unknown |",
+              "|---|" + "---:|" * (len(CATEGORY_ORDER) + 1)]
+    for name, s in (c.get("strategies") or {}).items():
+        by = s.get("test_accuracy_by_category") or {}
+        lines.append(f"| {name} | " + " | ".join(fmt_ci(by.get(cat), pct=True) for cat in CATEGORY_ORDER)
+                     + f" | {fmt_ci(s.get('hallucination_rate'), pct=True)} |")
+    h = c.get("headline")
+    lines += ["", "## Headline: knowledge acquired by the second stage", ""]
+    if h:
+        lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
+                     f"(paired by seed): **{fmt_ci(h['relative_increase'], pct=True)}**; the paper reports about +24%. "
+                     f"Absolute difference: {fmt_ci(h['difference'], 1)} items.")
+        lines += ["", "| seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|"]
+        for p in h["per_seed"]:
+            lines.append(f"| {p['seed']} | {p['gradual']} | {p['maybeknown']} | {fmt_pct(p['relative'])} |")
+    else:
+        lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
+    n = c.get("noise") or {}
+    lines += ["", "## Noise control", ""]
+    if n.get("flip_rate", {}).get("mean") is not None:
+        lines.append(f"Re-probing the base model with fresh exemplar seeds ({n.get('repeats')} repeat(s)) flips "
+                     f"{fmt_ci(n['flip_rate'], pct=True)} of train-item categories with no training at all. "
+                     f"Category movements of that size are chance, not learning.")
+    else:
+        lines.append("No noise control in these runs (set `probe.repeat` >= 1 to measure chance category flips).")
+    lines += ["", "## Runs", "", "| run | test accuracy | acquired | forgotten | retention | HK after | trained per stage | reused | wall time |",
+              "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for r in c.get("runs") or []:
+        lines.append(f"| [{r['name']}]({r['dir']}/) | {fmt_pct(r.get('test_accuracy'))} | {r.get('acquired')} | "
+                     f"{r.get('forgotten')} | {fmt_pct(r.get('retention'))} | {r.get('highly_known_after')} | "
+                     f"{' / '.join(map(str, r.get('stages_trained') or [])) or '–'} | "
+                     f"{'yes' if r.get('reused') else 'no'} | {fmt_seconds(r.get('wall_s'))} |")
+    return "\n".join(lines) + "\n"

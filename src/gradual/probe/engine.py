@@ -1,0 +1,382 @@
+"""The probe's model interface and its fast Hugging Face implementation.
+
+Run as: used by gradual.probe.run; `python benchmarks/probe_speed.py` measures it.
+
+Interface (ProbeEngine): every call takes one shared text `prefix` (the few-shot exemplars) and a
+batch of `suffixes` (the questions' "Q: ...\nA:"). The SliCK logic only ever calls `run`, whose three
+parts can also be called alone:
+  greedy(prefix, suffixes)                       -> the greedy (T=0) answer text of each suffix
+  sample(prefix, suffixes, n, temperature, top_k) -> n sampled answer texts per suffix
+  score(prefix, suffixes, continuations, ...)    -> per suffix, the exact probability of generating
+                                                    any of its continuations followed by a stop
+A vLLM (or other) backend implements the same four methods; nothing in slick.py or run.py changes.
+
+HFEngine, how it is fast:
+  - The prefix is tokenized and run through the model once; its KV cache is kept (a few prefixes,
+    LRU) and expanded over every question batch that uses it.
+  - Suffixes sit after the prefix with their padding *between* prefix and suffix (masked out, with
+    per-row position ids that skip it), so every row's last prompt token is in the same column and
+    the model computes logits for that column only (logits_to_keep=1).
+  - Decoding (greedy and sampling rows together) stops a row at any token whose text contains "\n"
+    or at eos, and drops finished rows from the batch (cache rows included) once enough have finished.
+  - The samples of a prompt are rows that copy the prompt's cache: the prompt is never recomputed.
+  - score() teacher-forces every accepted continuation in one forward pass on copies of the
+    question's cache; the first token's distribution comes from the prompt pass already done.
+
+Sampling is reproducible per row and independent of batching: row r's t-th uniform draw is a hash of
+(row key, t), and a token is drawn by inverse CDF over the tempered top-k distribution.
+
+Exact probabilities (score): for a continuation c (e.g. " Paris", the answer as
+gradual.prompts.answer_continuation writes it, without the stop) with canonical tokens b_0..b_{m-1}:
+    p(c) = prod_j q(b_j | prompt, b_<j) * q(STOP_OK | prompt, b)
+where q is the tempered top-k distribution the sampler draws from and STOP_OK is the set of tokens
+whose text, up to the first newline, is only punctuation or white space (so the extracted answer is
+still c), plus eos. If m equals max_new_tokens the stop factor is dropped (generation is cut there
+and the text is still c); if m exceeds it, p(c) = 0. Distinct token sequences are distinct events
+(none contains a newline token), so p(set) is the sum over distinct sequences. Only canonical
+tokenizations are counted: a sample that spells "Paris" as " Par" + "is" is correct for the sampling
+estimator but not counted here, so `exact` slightly under-estimates P(T>0).
+"""
+
+from __future__ import annotations
+
+import string
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+_PUNCT_OR_SPACE = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…", "«", "»"}
+
+
+@dataclass
+class RunOutput:
+    greedy: list[str] | None = None  # per suffix
+    samples: list[list[str]] | None = None  # per suffix, n texts
+    scores: list[float] | None = None  # per suffix
+    tokens_processed: int = 0  # tokens actually run through the model (for the efficiency figure)
+
+
+class ProbeEngine(Protocol):
+    """The narrow interface the SliCK logic uses (see the module docstring)."""
+
+    def run(
+        self, prefix: str, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
+        sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> RunOutput: ...
+
+    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]: ...
+
+    def sample(self, prefix: str, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+               sample_keys: Sequence[int] | None = None) -> list[list[str]]: ...
+
+    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+              temperature: float, top_k: int) -> list[float]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Randomness: counter-based, so a row's draws do not depend on which batch it landed in.
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def uniforms(keys: Sequence[int], steps: int) -> torch.Tensor:
+    """[len(keys), steps] uniforms in [0, 1): draw t of row r is a hash of (keys[r], t)."""
+    k = _splitmix64(np.asarray([int(x) & 0xFFFFFFFFFFFFFFFF for x in keys], dtype=np.uint64))
+    t = np.arange(steps, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = _splitmix64(k[:, None] ^ _splitmix64(t + np.uint64(0x5851F42D4C957F2D))[None, :])
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / float(1 << 53))
+
+
+def row_key(base: int, j: int) -> int:
+    """The key of sample j of a prompt whose key is `base`."""
+    return int(_splitmix64(np.asarray([(base ^ (j * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The tempered top-k distribution: shared by the sampler and the scorer so they agree exactly.
+
+def tempered_topk(logits: torch.Tensor, temperature: float, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs [N, k], token ids [N, k]) of softmax(logits / T) restricted to the k largest logits."""
+    logits = logits.float()
+    v = logits.shape[-1]
+    if 0 < top_k < v:
+        vals, idx = torch.topk(logits, top_k, dim=-1)
+    else:
+        vals, idx = logits, torch.arange(v, device=logits.device).expand_as(logits)
+    return torch.softmax(vals / temperature, dim=-1), idx
+
+
+def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """Inverse-CDF draw of one token per row from the tempered top-k distribution."""
+    probs, idx = tempered_topk(logits, temperature, top_k)
+    cdf = probs.double().cumsum(-1)
+    pick = torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)).clamp(max=probs.shape[-1] - 1)
+    return idx.gather(-1, pick).squeeze(-1)
+
+
+def token_prob(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """q(tokens[r] | row r) under the tempered top-k distribution (0 outside the top k)."""
+    probs, idx = tempered_topk(logits, temperature, top_k)
+    return (probs * (idx == tokens.unsqueeze(-1))).sum(-1)
+
+
+def set_prob(logits: torch.Tensor, member: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """q(token in set | row) where `member` is a bool [vocab] mask."""
+    probs, idx = tempered_topk(logits, temperature, top_k)
+    return (probs * member[idx]).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _stop_sets(tokenizer: Any, model: Any, vocab: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool masks over the model's vocab: tokens that stop decoding, and stops that keep the answer intact."""
+    n = min(len(tokenizer), vocab)
+    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    stop = torch.zeros(vocab, dtype=torch.bool)
+    ok = torch.zeros(vocab, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        if "\n" in text:
+            stop[i] = True
+            head = text.split("\n", 1)[0]
+            ok[i] = all(ch.isspace() or ch in _PUNCT_OR_SPACE for ch in head)
+    eos: set[int] = set()
+    for src in (tokenizer.eos_token_id, getattr(getattr(model, "config", None), "eos_token_id", None),
+                getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(src, int):
+            eos.add(src)
+        elif isinstance(src, (list, tuple)):
+            eos.update(int(x) for x in src)
+    for e in eos:
+        if 0 <= e < vocab:
+            stop[e] = ok[e] = True
+    return stop.to(device), ok.to(device)
+
+
+def _new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(layers))
+
+
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(k, v) for k, v in cache.to_legacy_cache()]
+
+
+class HFEngine:
+    """ProbeEngine over any Hugging Face causal LM (already placed on its device and dtype)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64, max_new_tokens: int = 12,
+                 prefix_cache_size: int = 4, compact_at: float = 0.25) -> None:
+        self.model, self.tok = model, tokenizer
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.device = next(model.parameters()).device
+        vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else len(tokenizer)
+        self.stop, self.stop_ok = _stop_sets(tokenizer, model, vocab, self.device)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._prefixes: OrderedDict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]] | None]] = OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        self.compact_at = compact_at
+        self.tokens_processed = 0  # running total, for the benchmark's efficiency figure
+        self.forward_calls = 0
+
+    # -- tokenization -----------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        # No special tokens anywhere: the prompt is prefix + suffix + continuation tokens, the same
+        # as gradual.generate tokenizes whole prompts (add_special_tokens=False).
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, past: Any, keep: int) -> Any:
+        self.tokens_processed += int(ids.numel())
+        self.forward_calls += 1
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                          use_cache=True, logits_to_keep=keep)
+
+    def _prefix(self, prefix: str) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        hit = self._prefixes.get(prefix)
+        if hit is not None:
+            self._prefixes.move_to_end(prefix)
+            return hit
+        ids = self.encode(prefix)
+        layers = None
+        if ids:
+            t = torch.tensor([ids], device=self.device)
+            out = self._forward(t, torch.ones_like(t), torch.arange(len(ids), device=self.device)[None], None, 1)
+            layers = _layers(out.past_key_values)
+        self._prefixes[prefix] = (ids, layers)
+        while len(self._prefixes) > self._prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return ids, layers
+
+    # -- the narrow interface -----------------------------------------------------------------
+    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]:
+        return self.run(prefix, suffixes, greedy=True).greedy or []
+
+    def sample(self, prefix: str, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+               sample_keys: Sequence[int] | None = None) -> list[list[str]]:
+        return self.run(prefix, suffixes, greedy=False, samples=n, sample_keys=sample_keys,
+                        temperature=temperature, top_k=top_k).samples or []
+
+    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+              temperature: float, top_k: int) -> list[float]:
+        return self.run(prefix, suffixes, greedy=False, continuations=continuations,
+                        temperature=temperature, top_k=top_k).scores or []
+
+    @torch.inference_mode()
+    def prompt_logits(self, prefix: str, suffixes: Sequence[str]) -> torch.Tensor:
+        """Next-token logits after each prefix + suffix, through the prefix-reuse path (for tests)."""
+        logits, _, _, _ = self._prompt_pass(prefix, suffixes)
+        return logits
+
+    @torch.inference_mode()
+    def run(
+        self, prefix: str, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
+        sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> RunOutput:
+        out = RunOutput()
+        if not suffixes:
+            return out
+        before = self.tokens_processed
+        logits, cache_layers, mask, ends = self._prompt_pass(prefix, suffixes)
+        if continuations is not None:
+            out.scores = self._score(logits, cache_layers, mask, ends, continuations, temperature, top_k)
+        if greedy or samples:
+            if samples and sample_keys is None:
+                sample_keys = list(range(len(suffixes)))
+            texts = self._decode(logits, cache_layers, mask, ends, greedy, samples, sample_keys or [],
+                                 temperature, top_k)
+            per = int(greedy) + samples
+            if greedy:
+                out.greedy = [texts[q * per] for q in range(len(suffixes))]
+            if samples:
+                out.samples = [texts[q * per + int(greedy): (q + 1) * per] for q in range(len(suffixes))]
+        out.tokens_processed = self.tokens_processed - before
+        return out
+
+    # -- the passes ----------------------------------------------------------------------------
+    def _prompt_pass(self, prefix: str, suffixes: Sequence[str]):
+        """Run the suffixes after the shared prefix. Returns last-token logits [B, V] (fp32), the cache
+        layers, the attention mask [B, P+S] and each row's next position."""
+        p_ids, p_layers = self._prefix(prefix)
+        enc = [self.encode(s) for s in suffixes]
+        if any(not e for e in enc):
+            raise ValueError("empty suffix")
+        b, p, s = len(enc), len(p_ids), max(len(e) for e in enc)
+        ids = torch.full((b, s), self.pad_id, dtype=torch.long)
+        mask = torch.ones((b, p + s), dtype=torch.long)
+        pos = torch.zeros((b, s), dtype=torch.long)
+        for r, e in enumerate(enc):
+            pad = s - len(e)
+            ids[r, pad:] = torch.tensor(e)
+            mask[r, p: p + pad] = 0  # padding sits between prefix and suffix
+            pos[r, pad:] = torch.arange(p, p + len(e))
+        ends = torch.tensor([p + len(e) for e in enc])
+        past = None
+        if p_layers is not None:
+            past = _new_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in p_layers])
+        res = self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), past, 1)
+        logits = res.logits[:, -1, :].float()
+        return logits, _layers(res.past_key_values), mask.to(self.device), ends.to(self.device)
+
+    def _score(self, logits, layers, mask, ends, continuations, temperature, top_k) -> list[float]:
+        # Distinct token sequences per question: equal sequences are one event, counted once.
+        rows: list[tuple[int, list[int]]] = []
+        for q, conts in enumerate(continuations):
+            seen: set[tuple[int, ...]] = set()
+            for c in conts:
+                t = tuple(self.encode(c))
+                if t and t not in seen and len(t) <= self.max_new_tokens:
+                    seen.add(t)
+                    rows.append((q, list(t)))
+        scores = [0.0] * len(continuations)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start: start + self.batch_size]
+            qs = torch.tensor([q for q, _ in chunk], device=self.device)
+            c = max(len(t) for _, t in chunk)
+            ids = torch.full((len(chunk), c), self.pad_id, dtype=torch.long)
+            cmask = torch.zeros((len(chunk), c), dtype=torch.long)
+            for r, (_, t) in enumerate(chunk):
+                ids[r, : len(t)] = torch.tensor(t)
+                cmask[r, : len(t)] = 1
+            ids, cmask = ids.to(self.device), cmask.to(self.device)
+            pos = ends[qs][:, None] + torch.arange(c, device=self.device)[None]
+            past = _new_cache([(k[qs], v[qs]) for k, v in layers])
+            res = self._forward(ids, torch.cat([mask[qs], cmask], 1), pos, past, c)
+            # Row r's distribution before token j: the prompt's logits for j=0, else position j-1.
+            dists = torch.cat([logits[qs][:, None, :], res.logits.float()], 1)  # [R, c+1, V]
+            r_n, v = len(chunk), dists.shape[-1]
+            flat = dists[:, :c, :].reshape(r_n * c, v)
+            tp = token_prob(flat, ids.reshape(-1), temperature, top_k).reshape(r_n, c)
+            tp = torch.where(cmask.bool(), tp, torch.ones_like(tp))
+            lens = cmask.sum(1)
+            after = dists[torch.arange(r_n, device=self.device), lens]  # distribution after the last token
+            stop_p = set_prob(after, self.stop_ok, temperature, top_k)
+            stop_p = torch.where(lens >= self.max_new_tokens, torch.ones_like(stop_p), stop_p)
+            p = tp.prod(1) * stop_p
+            for (q, _), val in zip(chunk, p.tolist()):
+                scores[q] += val
+        return [min(1.0, s) for s in scores]
+
+    def _decode(self, logits, layers, mask, ends, greedy, samples, sample_keys, temperature, top_k) -> list[str]:
+        """Greedy and/or sampled continuations; rows are question-major: [greedy, s_0 .. s_{n-1}] each."""
+        b = logits.shape[0]
+        per = int(greedy) + samples
+        n = b * per
+        src = torch.arange(b, device=self.device).repeat_interleave(per)
+        is_sample = torch.tensor(([False] * int(greedy) + [True] * samples) * b, device=self.device)
+        keys = [row_key(int(sample_keys[q]), j) for q in range(b) for j in range(samples)]
+        u_all = torch.zeros((n, self.max_new_tokens), dtype=torch.float64)
+        if samples:
+            u_samples = uniforms(keys, self.max_new_tokens)
+            u_all[is_sample.cpu()] = u_samples
+        u_all = u_all.to(self.device)
+        if per > 1:
+            cache = _new_cache([(k[src], v[src]) for k, v in layers])
+        else:
+            cache = _new_cache(layers)
+        cur_logits = logits[src] if per > 1 else logits
+        cur_mask, cur_pos = mask[src], ends[src].clone()
+        alive = torch.arange(n, device=self.device)  # original row index of each batch row
+        gen = torch.full((n, self.max_new_tokens), -1, dtype=torch.long, device=self.device)
+        lengths = torch.zeros(n, dtype=torch.long, device=self.device)
+        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        for t in range(self.max_new_tokens):
+            samp = is_sample[alive]
+            nxt = cur_logits.argmax(-1)
+            if bool(samp.any()):
+                nxt_s = draw(cur_logits[samp], u_all[alive[samp], t], temperature, top_k)
+                nxt[samp] = nxt_s
+            live = ~finished[alive]
+            gen[alive[live], t] = nxt[live]
+            lengths[alive[live]] += 1
+            finished[alive[live & self.stop[nxt]]] = True
+            if t + 1 == self.max_new_tokens or bool(finished.all()):
+                break
+            keep_rows = ~finished[alive]
+            if float((~keep_rows).sum()) >= self.compact_at * len(alive):
+                keep = keep_rows.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                alive, nxt, cur_mask, cur_pos = alive[keep], nxt[keep], cur_mask[keep], cur_pos[keep]
+            cur_mask = torch.cat([cur_mask, torch.ones_like(cur_mask[:, :1])], 1)
+            res = self._forward(nxt[:, None], cur_mask, cur_pos[:, None], cache, 1)
+            cache = res.past_key_values
+            cur_logits = res.logits[:, -1, :].float()
+            cur_pos = cur_pos + 1
+        seqs = [gen[r, : int(lengths[r])].tolist() for r in range(n)]
+        return self.tok.batch_decode(seqs, skip_special_tokens=True)

@@ -1,0 +1,345 @@
+"""probe(): the SliCK categorization of a list of items by one model, with cache, noise control and progress.
+
+Run as: `gradual probe --model smollm2-135m --data data/world/train.jsonl --exemplars data/world/dev.jsonl`
+        or from Python: `from gradual.probe import probe; result = probe(lm, items, exemplars, ProbeConfig())`
+
+One "pass" probes every item once with one exemplar seed: each item gets `nex` exemplar sets
+(gradual.probe.slick), and per set one greedy answer plus, depending on the estimator, `samples`
+sampled answers (sample) or the exact probability of a correct answer at T>0 (exact). The work is
+grouped by exemplar set so the engine reuses each set's prefix KV cache across a batch of questions.
+`repeat` R adds R passes with seeds seed+1 .. seed+R; the summary's "noise" section reports how often
+an item's category changes between the main pass and each repeat (chance flips, PAPER.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import string
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from gradual.answers import is_correct
+from gradual.atomic import read_jsonl, write_json, write_jsonl
+from gradual.config import ProbeConfig
+from gradual.data.items import Item
+from gradual.errors import UserError
+from gradual.probe import cache as pcache
+from gradual.probe.engine import HFEngine, ProbeEngine
+from gradual.probe.slick import CATEGORIES, assign_exemplar_sets, categorize, p_seen_from_prompts
+from gradual.prompts import STOP, answer_continuation, probe_prefix, query
+
+RULES = {
+    "sample": "HighlyKnown: p_greedy = 1; MaybeKnown: 0 < p_greedy < 1; WeaklyKnown: p_greedy = 0 and "
+              "p_sample > 0 (p_sample = share of the nex x samples sampled answers that are correct); "
+              "Unknown: otherwise.",
+    "exact": "HighlyKnown: p_greedy = 1; MaybeKnown: 0 < p_greedy < 1; WeaklyKnown: p_greedy = 0 and "
+             "p_seen >= 0.5, where p_seen = 1 - prod_i (1 - p_i)^samples and p_i is the exact probability "
+             "(temperature, top-k, canonical tokenizations of every accepted answer followed by a stop) "
+             "that prompt i yields a correct answer; p_sample = mean p_i; Unknown: otherwise.",
+}
+_TRAILING_PUNCT = string.punctuation + "‘’“”–—…«»"
+
+
+@dataclass
+class ProbeRow:
+    id: str
+    category: str
+    p_greedy: float
+    p_sample: float
+    greedy_answers: list[str]
+    relation: str | None
+    question: str = ""
+    answers: list[str] = field(default_factory=list)
+    n_greedy_correct: int = 0
+    n_samples: int = 0  # sampled answers drawn (sample estimator); 0 under exact
+    n_sample_correct: int = 0
+    p_seen: float | None = None  # exact only: chance the sampling protocol sees >= 1 correct sample
+    p_prompts: list[float] | None = None  # exact only: p_i per prompt
+    exemplar_fallback: bool = False  # exemplars came from the any-relation pool
+    repeat_categories: list[str] = field(default_factory=list)  # categories in the --repeat passes
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProbeRow":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class ProbeResult:
+    rows: list[ProbeRow]
+    summary: dict[str, Any]
+
+    def categories(self) -> dict[str, str]:
+        return {r.id: r.category for r in self.rows}
+
+    def counts(self) -> dict[str, int]:
+        return {c: sum(1 for r in self.rows if r.category == c) for c in CATEGORIES}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def validate_config(cfg: ProbeConfig) -> None:
+    """Every bad probe setting in one UserError, named by its flag."""
+    errors = []
+    if cfg.estimator not in ("sample", "exact"):
+        errors.append(f"--estimator: {cfg.estimator!r} is not one of sample, exact")
+    for flag, ok in [("--nex", cfg.nex >= 1), ("--shots", cfg.shots >= 0), ("--samples", cfg.samples >= 1),
+                     ("--temperature", cfg.temperature > 0), ("--top-k", cfg.top_k >= 0),
+                     ("--batch-size", cfg.batch_size >= 1), ("--max-new-tokens", cfg.max_new_tokens >= 1),
+                     ("--repeat", cfg.repeat >= 0)]:
+        if not ok:
+            errors.append(f"{flag}: value out of range")
+    if errors:
+        raise UserError("; ".join(errors))
+
+
+def accepted_continuations(item: Item) -> list[str]:
+    """Every accepted answer as the model would write it after "A:" (stop excluded): each alias, and each
+    alias without trailing punctuation (same normalized answer; the model often ends on a ".\\n" token)."""
+    out: dict[str, None] = {}
+    for a in item.answers:
+        for v in (a, a.rstrip(_TRAILING_PUNCT).rstrip()):
+            if v:
+                out.setdefault(answer_continuation(v)[: -len(STOP)], None)
+    return list(out)
+
+
+def _prompt_key(seed: int, item_id: str, set_key: tuple[str, int]) -> int:
+    h = hashlib.sha256(f"{seed}\x00{item_id}\x00{set_key[0]}\x00{set_key[1]}".encode()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig, seed: int,
+          advance: Callable[[float], None]) -> list[ProbeRow]:
+    """Probe every item once with exemplar seed `seed`."""
+    assignment = assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed)
+    tasks: dict[tuple[str, int], tuple[Any, list[tuple[Item, int]]]] = {}
+    for it in items:
+        for slot, es in enumerate(assignment.sets[it.id]):
+            tasks.setdefault(es.key, (es, []))[1].append((it, slot))
+    greedy_ans: dict[str, list[str]] = {it.id: [""] * cfg.nex for it in items}
+    greedy_ok: dict[str, int] = {it.id: 0 for it in items}
+    samp_ok: dict[str, int] = {it.id: 0 for it in items}
+    p_prompts: dict[str, list[float]] = {it.id: [0.0] * cfg.nex for it in items}
+    exact = cfg.estimator == "exact"
+    per_q = 1 if exact else 1 + cfg.samples
+    q_per_call = max(1, cfg.batch_size // per_q)
+    for key in sorted(tasks):
+        es, members = tasks[key]
+        members.sort(key=lambda m: (len(m[0].question), m[0].id))  # similar lengths share little padding
+        prefix = probe_prefix(es.items)
+        for start in range(0, len(members), q_per_call):
+            chunk = members[start: start + q_per_call]
+            out = engine.run(
+                prefix, [query(it.question) for it, _ in chunk], greedy=True,
+                samples=0 if exact else cfg.samples,
+                sample_keys=None if exact else [_prompt_key(seed, it.id, key) for it, _ in chunk],
+                continuations=[accepted_continuations(it) for it, _ in chunk] if exact else None,
+                temperature=cfg.temperature, top_k=cfg.top_k,
+            )
+            for r, (it, slot) in enumerate(chunk):
+                g = (out.greedy or [])[r]
+                greedy_ans[it.id][slot] = g
+                greedy_ok[it.id] += is_correct(g, it.answers)
+                if exact:
+                    p_prompts[it.id][slot] = (out.scores or [])[r]
+                else:
+                    samp_ok[it.id] += sum(is_correct(s, it.answers) for s in (out.samples or [])[r])
+            advance(len(chunk) / cfg.nex)
+    rows = []
+    for it in items:
+        p_greedy = greedy_ok[it.id] / cfg.nex
+        if exact:
+            ps = [round(p, 6) for p in p_prompts[it.id]]
+            p_seen = p_seen_from_prompts(p_prompts[it.id], cfg.samples)
+            p_sample = sum(p_prompts[it.id]) / cfg.nex
+            cat = categorize(p_greedy, p_sample, p_seen=p_seen)
+            rows.append(ProbeRow(it.id, cat, p_greedy, p_sample, greedy_ans[it.id], it.relation, it.question,
+                                 list(it.answers), greedy_ok[it.id], 0, 0, p_seen, ps,
+                                 it.id in assignment.fallback))
+        else:
+            n = cfg.nex * cfg.samples
+            p_sample = samp_ok[it.id] / n
+            cat = categorize(p_greedy, p_sample)
+            rows.append(ProbeRow(it.id, cat, p_greedy, p_sample, greedy_ans[it.id], it.relation, it.question,
+                                 list(it.answers), greedy_ok[it.id], n, samp_ok[it.id], None, None,
+                                 it.id in assignment.fallback))
+    return rows
+
+
+class _Progress:
+    """A rich progress bar over items (items done / total, rate, ETA) or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p: Any = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.text import Text
+
+            class Rate(ProgressColumn):
+                def render(self, task: Any) -> Text:
+                    return Text(f"{task.speed:.2f} items/s" if task.speed else "-- items/s", style="cyan")
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                               console=Console(stderr=True), transient=False)
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def task(self, desc: str, total: int) -> Callable[[float], None]:
+        if self._p is None:
+            return lambda _n: None
+        tid = self._p.add_task(desc, total=total)
+        return lambda n: self._p.advance(tid, n)
+
+
+def _model_info(lm: Any) -> dict[str, Any]:
+    pl = lm.placement
+    return {"spec": lm.spec, "fingerprint": lm.fingerprint, "device": str(pl.device),
+            "dtype": str(pl.dtype).removeprefix("torch.")}
+
+
+def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: ProbeConfig, *,
+          progress: bool = True, cache_dir: Path | None = None, desc: str = "probe",
+          engine: ProbeEngine | None = None) -> ProbeResult:
+    """Categorize `items` (SliCK) with model `lm`; see the module docstring.
+
+    exemplars None: the items themselves are the exemplar pool (never an item's own exemplar).
+    Passes are cached under `cache_dir` (default gradual.models.cache_dir()/"probe") when config.cache.
+    `engine` overrides the default HFEngine (e.g. another backend), keyed by the same cache.
+    """
+    from gradual.models import cache_dir as default_cache_dir
+
+    validate_config(config)
+    if not items:
+        raise UserError("--data: no items to probe")
+    t0 = time.perf_counter()
+    pool = list(exemplars) if exemplars is not None else list(items)
+    model = _model_info(lm)
+    base_key = {
+        "fingerprint": model["fingerprint"], "device": lm.placement.device.type, "dtype": model["dtype"],
+        "items": pcache.items_hash(items), "exemplars": ("self" if exemplars is None else "file") + ":" +
+        pcache.items_hash(pool), "estimator": config.estimator, "nex": config.nex, "shots": config.shots,
+        "samples": config.samples, "temperature": config.temperature, "top_k": config.top_k,
+        "max_new_tokens": config.max_new_tokens,
+    }
+    cdir = (cache_dir or default_cache_dir() / "probe") if config.cache else None
+    seeds = [config.seed + r for r in range(config.repeat + 1)]
+    passes: list[list[ProbeRow]] = []
+    cached, tokens, compute_s = 0, 0, 0.0
+    with _Progress(progress) as bar:
+        for r, seed in enumerate(seeds):
+            key = pcache.entry_key({**base_key, "seed": seed})
+            hit = pcache.load_entry(cdir, key) if cdir is not None else None
+            if hit is not None and len(hit) == len(items):
+                passes.append([ProbeRow.from_dict(d) for d in hit])
+                cached += 1
+                continue
+            if engine is None:
+                engine = HFEngine(lm.model, lm.tokenizer, batch_size=config.batch_size,
+                                  max_new_tokens=config.max_new_tokens)
+            label = desc if r == 0 else f"{desc} (repeat {r}/{config.repeat})"
+            t1 = time.perf_counter()
+            before = getattr(engine, "tokens_processed", 0)
+            rows = _pass(engine, items, pool, config, seed, bar.task(label, len(items)))
+            compute_s += time.perf_counter() - t1
+            tokens += getattr(engine, "tokens_processed", 0) - before
+            if cdir is not None:
+                pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
+            passes.append(rows)
+    main = passes[0]
+    for r, rows in enumerate(passes[1:]):
+        for m, x in zip(main, rows):
+            m.repeat_categories.append(x.category)
+    wall = time.perf_counter() - t0
+    summary = _summary(main, passes, seeds, config, model, exemplars is None, len(pool), wall, compute_s,
+                       cached, tokens)
+    return ProbeResult(main, summary)
+
+
+def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int], cfg: ProbeConfig,
+             model: dict[str, Any], self_pool: bool, n_pool: int, wall: float, compute_s: float, cached: int,
+             tokens: int) -> dict[str, Any]:
+    n = len(main)
+    counts = {c: sum(1 for r in main if r.category == c) for c in CATEGORIES}
+    by_rel: dict[str, dict[str, int]] = {}
+    for r in main:
+        rel = by_rel.setdefault(r.relation if r.relation is not None else "(none)", {c: 0 for c in CATEGORIES})
+        rel[r.category] += 1
+    computed = len(passes) - cached
+    noise: dict[str, Any] = {"repeats": len(passes) - 1}
+    if len(passes) > 1:
+        per = []
+        for seed, rows in zip(seeds[1:], passes[1:]):
+            flips = sum(1 for a, b in zip(main, rows) if a.category != b.category)
+            per.append({"seed": seed, "flip_rate": flips / n,
+                        "counts": {c: sum(1 for r in rows if r.category == c) for c in CATEGORIES}})
+        changed = sum(1 for r in main if any(c != r.category for c in r.repeat_categories))
+        noise.update({"per_repeat": per, "mean_flip_rate": sum(p["flip_rate"] for p in per) / len(per),
+                      "changed_share": changed / n,
+                      "meaning": "flip_rate: share of items whose category differs between the main probe and "
+                                 "that repeat (fresh exemplar seed, same model); changed_share: share of items "
+                                 "whose category differs in at least one repeat"})
+    return {
+        "n_items": n,
+        "estimator": cfg.estimator,
+        "rule": RULES[cfg.estimator],
+        "counts": counts,
+        "shares": {c: (counts[c] / n if n else 0.0) for c in CATEGORIES},
+        "by_relation": by_rel,
+        "config": dataclasses.asdict(cfg),
+        "model": model,
+        "exemplars": {"pool": "the probed items" if self_pool else "separate file", "n_pool": n_pool,
+                      "fallback_items": sum(1 for r in main if r.exemplar_fallback)},
+        "seeds": seeds,
+        "wall_s": round(wall, 3),
+        "compute_s": round(compute_s, 3),
+        "passes_computed": computed,
+        "passes_cached": cached,
+        "questions_per_s": round(n * computed / compute_s, 3) if compute_s > 0 else None,
+        "tokens_processed": tokens,
+        "noise": noise,
+    }
+
+
+def summary_path(out: Path) -> Path:
+    out = Path(out)
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".summary.json")
+
+
+def save_probe(result: ProbeResult, out: Path) -> None:
+    """Write OUT.jsonl (one row per item) and OUT.summary.json, each atomically; the summary goes first,
+    so an existing OUT.jsonl always has its complete summary beside it."""
+    write_json(summary_path(out), result.summary)
+    write_jsonl(out, [r.to_dict() for r in result.rows])
+
+
+def load_probe(path: Path) -> ProbeResult:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such probe file")
+    try:
+        rows = [ProbeRow.from_dict(d) for d in read_jsonl(path)]
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path}: not a probe file ({exc})") from None
+    sp = summary_path(path)
+    import json
+
+    summary = json.loads(sp.read_text(encoding="utf-8")) if sp.exists() else {}
+    return ProbeResult(rows, summary)

@@ -1,0 +1,262 @@
+"""The HTML report: one self-contained report.html for a run folder or a compare folder.
+
+Run as: gradual report runs/demo        (or a compare folder: gradual report runs/compare)
+
+Everything is inline (CSS in a <style>, figures as <svg>), so the file opens offline, can be mailed,
+and never fetches anything. Each figure sits in an element with class "chart" and a data-chart
+name, which the tests use to check that every chart is drawn.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gradual.atomic import read_jsonl, write_text
+from gradual.errors import UserError
+
+CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+def write_report(path: str | Path) -> Path:
+    """Render DIR/report.html for a run folder (summary.json) or a compare folder (comparison.json)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    if (folder / "comparison.json").is_file():
+        ctx = compare_context(folder)
+    elif (folder / "summary.json").is_file():
+        ctx = run_context(folder)
+    else:
+        raise UserError(f"{folder}: neither a run folder (summary.json) nor a compare folder (comparison.json)")
+    out = folder / "report.html"
+    write_text(out, render(ctx))
+    return out
+
+
+def render(ctx: Mapping[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("template.html.j2").render(**ctx)
+
+
+def _load(p: Path) -> dict[str, Any]:
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: malformed JSON ({exc})") from None
+
+
+def _now() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def _chart(name: str, title: str, svg: str, caption: str) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    return {"name": name, "title": title, "svg": Markup(svg), "caption": caption}
+
+
+def stage_metrics(run_dir: Path, summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(stage name, metrics rows) for every stage that logged epochs."""
+    out = []
+    for i, st in enumerate(summary.get("stages") or [], start=1):
+        k = st.get("stage", i)
+        p = run_dir / "stages" / f"stage{k}" / "metrics.jsonl"
+        if p.is_file():
+            try:
+                rows = [r for r in read_jsonl(p) if isinstance(r, dict)]
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                rows = []
+            if rows:
+                name = str(st.get("name") or "")
+                out.append((f"stage {k}" + (f" · {name}" if name and name != f"stage{k}" else ""), rows))
+    return out
+
+
+def _levels(categories: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, float]]]:
+    return [("base" if c.get("stage") == 0 else f"stage {c.get('stage')}", dict(c.get("counts") or {}))
+            for c in categories]
+
+
+NOISE_TEXT = ("Share of train items whose category changes when the base model is probed again with fresh "
+              "exemplars and no training. Transitions off the diagonal at about this rate are chance.")
+
+
+# --- run folder ------------------------------------------------------------------------------------
+
+
+def run_context(run_dir: Path) -> dict[str, Any]:
+    from gradual.report import plots
+    from gradual.summary_table import fmt_num, fmt_pct, fmt_seconds
+
+    s = _load(run_dir / "summary.json")
+    charts: list[dict[str, Any]] = []
+    cats = s.get("categories") or []
+    charts.append(_chart(
+        "categories", "Train items by category after each stage",
+        plots.category_bars({s.get("strategy", "run"): _levels(cats)}) if cats else plots.empty("no probe results"),
+        "Each bar is the whole train split, probed with the model after that stage (base = before any training). "
+        "Growth of the dark blue HighlyKnown segment is knowledge the model answers reliably."))
+    trans = s.get("transitions") or {}
+    labels = trans.get("labels") or list(CATEGORY_ORDER)
+    charts.append(_chart(
+        "transitions", "Base → final categories",
+        plots.transition_heatmaps({"train items": trans["counts"]}, labels) if trans.get("counts") else plots.empty("no transitions"),
+        "Rows: category under the base model; columns: category after the last stage. Each cell shows the item "
+        "count and its share of the row; the diagonal is unchanged items, the column HighlyKnown off the diagonal "
+        "is knowledge acquired, the row HighlyKnown off the diagonal is forgotten."))
+    ta = s.get("test_accuracy") or {}
+    by = ta.get("by_category") or {}
+    series = {s.get("strategy", "run"): {**{c: {"mean": (by.get(c) or {}).get("accuracy")} for c in by},
+                                         "overall": {"mean": ta.get("overall")}}}
+    groups = ["overall"] + [c for c in CATEGORY_ORDER if c in by] + [c for c in by if c not in CATEGORY_ORDER]
+    charts.append(_chart(
+        "test-accuracy", "Test accuracy by base category",
+        plots.grouped_bars(series, groups, "test accuracy (%)") if ta else plots.empty("no test evaluation"),
+        "Greedy exact match on the held-out test split, overall and split by each test item's category under the "
+        "base model. A single run: no interval (see a compare report for error bars over seeds)."))
+    curves = stage_metrics(run_dir, s)
+    charts.append(_chart(
+        "training", "Training curves",
+        plots.training_curves([(name, [("", rows)]) for name, rows in curves]) if curves
+        else plots.empty("no stage trained (no metrics.jsonl)"),
+        "Per stage: training loss per epoch (solid, left axis) and dev accuracy (dashed, right axis). The red "
+        "ring and line mark the best dev epoch, whose adapter the run kept (early stopping on dev, never test)."))
+    hk = s.get("highly_known") or {}
+    n_train = s.get("n_train_items")
+    noise = s.get("noise") or {}
+    cards = [
+        ("test accuracy", fmt_pct(ta.get("overall")), f"n = {fmt_num(ta.get('n'))} test items"),
+        ("HighlyKnown train items", f"{fmt_num(hk.get('before'))} → {fmt_num(hk.get('after'))}",
+         f"{fmt_pct(hk['after'] / n_train)} of {n_train} after" if n_train and hk.get("after") is not None else ""),
+        ("acquired", fmt_num(s.get("acquired")), "not HighlyKnown before, HighlyKnown after"),
+        ("forgotten", fmt_num(s.get("forgotten")), f"retention {fmt_pct(s.get('retention'))}"),
+        ("hallucination", fmt_pct(s.get("hallucination_rate")), "wrong answers on base-Unknown test items"),
+        ("chance flip rate", fmt_pct(noise.get("flip_rate")), f"{noise.get('repeats', 0)} re-probe(s) of the base model"),
+    ]
+    stage_rows = [[str(st.get("name", "")), fmt_num(st.get("n_train")), fmt_num(st.get("n_replay")),
+                   ", ".join(f"{k} {v}" for k, v in (st.get("composition") or {}).items() if v) or "–",
+                   fmt_num(st.get("best_epoch")), fmt_pct(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")),
+                   str(st.get("note") or "")] for st in s.get("stages") or []]
+    cat_rows = []
+    for c in cats:
+        counts = c.get("counts") or {}
+        tot = sum(counts.values()) or 1
+        cat_rows.append([_levels([c])[0][0]] + [f"{counts.get(k, 0)} ({100 * counts.get(k, 0) / tot:.0f}%)"
+                                                for k in CATEGORY_ORDER])
+    acc_rows = [[c, fmt_num((by[c] or {}).get("n")), fmt_num((by[c] or {}).get("correct")),
+                 fmt_pct((by[c] or {}).get("accuracy"))] for c in groups[1:]]
+    tables = [
+        {"title": "Stages", "head": ["stage", "trained", "replay", "composition (base categories)", "best epoch",
+                                     "dev accuracy", "time", "note"], "rows": stage_rows},
+        {"title": "Train items by category", "head": ["after", *CATEGORY_ORDER], "rows": cat_rows},
+        {"title": "Test accuracy by base category", "head": ["category", "n", "correct", "accuracy"], "rows": acc_rows},
+    ]
+    return {
+        "kind": "run",
+        "title": f"gradual run · {s.get('strategy', '?')} · seed {s.get('seed', '?')}",
+        "meta": [("model", s.get("model")), ("data", s.get("data")), ("strategy", s.get("strategy")),
+                 ("seed", s.get("seed")), ("fingerprint", s.get("model_fingerprint")),
+                 ("run time", fmt_seconds(s.get("wall_s"))), ("report written", _now())],
+        "cards": cards, "charts": charts, "tables": [t for t in tables if t["rows"]],
+        "noise": {"value": fmt_pct(noise.get("flip_rate")), "text": NOISE_TEXT}, "headline": None, "links": [],
+    }
+
+
+# --- compare folder ------------------------------------------------------------------------------
+
+
+def compare_context(folder: Path) -> dict[str, Any]:
+    from gradual.report import plots
+    from gradual.summary_table import fmt_ci, fmt_pct, fmt_seconds
+
+    c = _load(folder / "comparison.json")
+    strategies: dict[str, Any] = c.get("strategies") or {}
+    charts: list[dict[str, Any]] = []
+    acc_series = {name: {"overall": s.get("test_accuracy") or {}, **(s.get("test_accuracy_by_category") or {})}
+                  for name, s in strategies.items()}
+    groups = ["overall", *CATEGORY_ORDER]
+    charts.append(_chart(
+        "accuracy-by-category", "Test accuracy by base category, per strategy",
+        plots.grouped_bars(acc_series, groups, "test accuracy (%)") if strategies else plots.empty("no runs"),
+        "Bars: mean over seeds of greedy exact match on the held-out test split, overall and by each item's "
+        "category under the base model. Whiskers: 95% t-interval over seeds; bars whose whiskers overlap are "
+        "not clearly different."))
+    know = {name: {"HighlyKnown after": s.get("highly_known_after") or {}, "acquired": s.get("acquired") or {},
+                   "forgotten": s.get("forgotten") or {}} for name, s in strategies.items()}
+    charts.append(_chart(
+        "knowledge", "Knowledge acquired and forgotten (train items)",
+        plots.grouped_bars(know, ["HighlyKnown after", "acquired", "forgotten"], "train items", percent=False,
+                           ncols_panels=[["HighlyKnown after"], ["acquired", "forgotten"]])
+        if strategies else plots.empty("no runs"),
+        "Left: train items HighlyKnown after training (the paper's headline compares gradual with maybeknown "
+        "here). Right: items that became HighlyKnown (acquired) and HighlyKnown items lost (forgotten). Mean over "
+        "seeds with 95% intervals."))
+    levels = {name: _levels(s.get("categories") or []) for name, s in strategies.items() if s.get("categories")}
+    charts.append(_chart(
+        "categories", "Train items by category after each stage (mean over seeds)",
+        plots.category_bars(levels) if levels else plots.empty("no probe results"),
+        "One panel per strategy; each bar is the whole train split probed after that stage (base = before "
+        "training), averaged over seeds. A run that stopped early keeps its last distribution."))
+    mats = {name: s["transitions_mean"] for name, s in strategies.items() if s.get("transitions_mean")}
+    charts.append(_chart(
+        "transitions", "Base → final categories (mean over seeds)",
+        plots.transition_heatmaps(mats, list(CATEGORY_ORDER)) if mats else plots.empty("no transitions"),
+        "Rows: category under the base model; columns: after the last stage; cells: mean item count and share "
+        "of the row. Compare the off-diagonal shares with the chance flip rate beside."))
+    for name in strategies:
+        panels: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+        for r in c.get("runs") or []:
+            rdir = folder / r.get("dir", "")
+            if r.get("strategy") != name or not (rdir / "summary.json").is_file():
+                continue
+            for stage_name, rows in stage_metrics(rdir, _load(rdir / "summary.json")):
+                panels.setdefault(stage_name, []).append((f"seed {r.get('seed')}", rows))
+        if panels:
+            charts.append(_chart(
+                f"training-{name}", f"Training curves · {name}", plots.training_curves(list(panels.items())),
+                "Per stage, one color per seed: training loss (solid, left axis) and dev accuracy (dashed, right "
+                "axis); rings mark each seed's best dev epoch, the adapter kept."))
+    table = {"title": "Strategies (mean [95% interval] over seeds)",
+             "head": ["strategy", "runs", "test accuracy", "acquired", "forgotten", "retention", "HighlyKnown after",
+                      "HK after / train", "items trained per stage", "hallucination", "wall time"],
+             "rows": [[name, str(s.get("n_runs")), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
+                       fmt_ci(s.get("forgotten"), 1), fmt_ci(s.get("retention"), pct=True),
+                       fmt_ci(s.get("highly_known_after"), 1), fmt_ci(s.get("highly_known_after_share"), pct=True),
+                       " / ".join(fmt_ci(st.get("n_train"), 0) for st in s.get("stages") or []) or "–",
+                       fmt_ci(s.get("hallucination_rate"), pct=True), fmt_seconds((s.get("wall_s") or {}).get("mean"))]
+                      for name, s in strategies.items()]}
+    by_cat = {"title": "Test accuracy by base category", "head": ["strategy", *CATEGORY_ORDER],
+              "rows": [[name, *(fmt_ci((s.get("test_accuracy_by_category") or {}).get(k), pct=True) for k in CATEGORY_ORDER)]
+                       for name, s in strategies.items()]}
+    runs = {"title": "Runs", "head": ["run", "test accuracy", "acquired", "forgotten", "retention", "HK after",
+                                      "trained per stage", "reused", "time"],
+            "rows": [[r.get("name"), fmt_pct(r.get("test_accuracy")), str(r.get("acquired")), str(r.get("forgotten")),
+                      fmt_pct(r.get("retention")), str(r.get("highly_known_after")),
+                      " / ".join(map(str, r.get("stages_trained") or [])) or "–", "yes" if r.get("reused") else "no",
+                      fmt_seconds(r.get("wall_s"))] for r in c.get("runs") or []]}
+    h = c.get("headline")
+    head = None
+    if h:
+        head = {"value": fmt_ci(h.get("relative_increase"), pct=True),
+                "text": "Relative increase in train items HighlyKnown after training, gradual over maybeknown, "
+                        f"paired by seed (mean [95% interval] over {len(h.get('per_seed') or [])} seeds; "
+                        f"absolute difference {fmt_ci(h.get('difference'), 1)} items). The paper reports about +24%."}
+    noise = c.get("noise") or {}
+    links = [(r.get("name"), f"{r.get('dir')}/report.html") for r in c.get("runs") or []
+             if (folder / str(r.get("dir")) / "report.html").is_file()]
+    return {
+        "kind": "compare",
+        "title": f"gradual compare · {', '.join(strategies)}",
+        "meta": [("model", c.get("model")), ("data", c.get("data")), ("strategies", ", ".join(strategies)),
+                 ("seeds", ", ".join(map(str, c.get("seeds") or []))), ("compare time", fmt_seconds(c.get("wall_s"))),
+                 ("command", c.get("command") or "–"), ("report written", _now())],
+        "cards": [], "charts": charts, "tables": [table, by_cat, runs],
+        "noise": {"value": fmt_ci(noise.get("flip_rate"), pct=True), "text": NOISE_TEXT},
+        "headline": head, "links": links,
+    }

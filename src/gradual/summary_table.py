@@ -1,0 +1,152 @@
+"""Rich tables for the terminal: a run's summary, an eval result, a strategy comparison.
+
+Run as: used by `gradual run`, `gradual eval` and `gradual compare` for their final output.
+
+Every function reads the JSON dicts those commands write (summary.json, OUT.json,
+comparison.json) and tolerates missing keys, so an older or partial file still prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def fmt_pct(x: Any, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def fmt_ci(ci: Mapping[str, Any] | None, digits: int = 3, pct: bool = False) -> str:
+    """`mean [lo, hi]` of a mean_ci dict; just the mean when there is one value."""
+    if not ci or ci.get("mean") is None:
+        return "–"
+    f = (lambda v: fmt_pct(v, max(digits - 2, 0))) if pct else (lambda v: fmt_num(float(v), digits))
+    if ci.get("n", 0) <= 1 or ci.get("lo") is None:
+        return f(ci["mean"])
+    return f"{f(ci['mean'])} [{f(ci['lo'])}, {f(ci['hi'])}]"
+
+
+def fmt_seconds(s: Any) -> str:
+    if s is None:
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.2f}h"
+
+
+def _ordered(keys: Any) -> list[str]:
+    keys = list(keys)
+    return [c for c in CATEGORY_ORDER if c in keys] + [k for k in keys if k not in CATEGORY_ORDER]
+
+
+def print_summary(summary: Mapping[str, Any], console: Console) -> None:
+    """The final tables of `gradual run`: stages, categories per stage, and the headline numbers."""
+    title = f"{summary.get('strategy', '?')} · {summary.get('model', '?')} · seed {summary.get('seed', '?')}"
+    stages = summary.get("stages") or []
+    if stages:
+        t = Table(title=f"stages — {title}", title_justify="left")
+        for col in ("stage", "trained", "replay", "composition", "best epoch", "dev acc", "time", "note"):
+            t.add_column(col, justify="right" if col in ("trained", "replay", "best epoch", "dev acc", "time") else "left")
+        for st in stages:
+            comp = st.get("composition") or {}
+            comp_s = ", ".join(f"{k[:2] if k in CATEGORY_ORDER else k} {v}" for k, v in
+                               ((k, comp[k]) for k in _ordered(comp)) if v)
+            t.add_row(str(st.get("name", "?")), fmt_num(st.get("n_train")), fmt_num(st.get("n_replay")), comp_s or "–",
+                      fmt_num(st.get("best_epoch")), fmt_num(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")),
+                      str(st.get("note") or ""))
+        console.print(t)
+    cats = summary.get("categories") or []
+    if cats:
+        t = Table(title="train items by category after each stage (stage 0 = base model)", title_justify="left")
+        t.add_column("stage", justify="right")
+        names = _ordered({k for c in cats for k in (c.get("counts") or {})} or CATEGORY_ORDER)
+        for n in names:
+            t.add_column(n, justify="right")
+        for c in cats:
+            counts = c.get("counts") or {}
+            total = sum(counts.values()) or 1
+            t.add_row(str(c.get("stage")), *(f"{counts.get(n, 0)} ({100 * counts.get(n, 0) / total:.0f}%)" for n in names))
+        console.print(t)
+    t = Table(title="result", title_justify="left", show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    hk = summary.get("highly_known") or {}
+    n_train = summary.get("n_train_items")
+    if hk:
+        share = f" ({fmt_pct(hk.get('after') / n_train)} of {n_train})" if n_train and hk.get("after") is not None else ""
+        t.add_row("HighlyKnown train items, before → after", f"{fmt_num(hk.get('before'))} → {fmt_num(hk.get('after'))}{share}")
+    t.add_row("acquired (not HK → HK)", fmt_num(summary.get("acquired")))
+    t.add_row("forgotten (HK → not HK)", fmt_num(summary.get("forgotten")))
+    t.add_row("retention of HighlyKnown", fmt_pct(summary.get("retention")))
+    ta = summary.get("test_accuracy") or {}
+    if ta:
+        t.add_row("test accuracy", f"{fmt_pct(ta.get('overall'))} (n={fmt_num(ta.get('n'))})")
+        for cat in _ordered(ta.get("by_category") or {}):
+            v = ta["by_category"][cat]
+            t.add_row(f"  on base-{cat}", f"{fmt_pct(v.get('accuracy'))} (n={fmt_num(v.get('n'))})")
+    t.add_row("hallucination rate (base-Unknown test items)", fmt_pct(summary.get("hallucination_rate")))
+    noise = summary.get("noise") or {}
+    if noise.get("flip_rate") is not None:
+        t.add_row("noise: chance category flip rate", f"{fmt_pct(noise['flip_rate'])} ({noise.get('repeats')} re-probes)")
+    t.add_row("wall time", fmt_seconds(summary.get("wall_s")))
+    console.print(t)
+
+
+def print_eval(result: Mapping[str, Any], console: Console) -> None:
+    """The table of `gradual eval`: overall and per-category accuracy, hallucination rate."""
+    name = result.get("model", "?") + (f" + {result['adapter']}" if result.get("adapter") else "")
+    t = Table(title=f"eval — {name} on {result.get('data', '?')}", title_justify="left")
+    for col in ("items", "n", "correct", "accuracy"):
+        t.add_column(col, justify="left" if col == "items" else "right")
+    n = result.get("n", 0)
+    t.add_row("all", str(n), str(round((result.get("accuracy") or 0) * n)), fmt_pct(result.get("accuracy")))
+    for cat in _ordered(result.get("by_category") or {}):
+        v = result["by_category"][cat]
+        t.add_row(f"base-{cat}", fmt_num(v.get("n")), fmt_num(v.get("correct")), fmt_pct(v.get("accuracy")))
+    console.print(t)
+    if result.get("hallucination_rate") is not None:
+        console.print(f"hallucination rate on base-Unknown items: {fmt_pct(result['hallucination_rate'])}")
+
+
+def print_comparison(comparison: Mapping[str, Any], console: Console) -> None:
+    """The table of `gradual compare`: one row per strategy, mean [95% interval] over seeds."""
+    strategies = comparison.get("strategies") or {}
+    seeds = comparison.get("seeds") or []
+    t = Table(title=f"strategies over seeds {', '.join(map(str, seeds))} — mean [95% interval]", title_justify="left")
+    for col in ("strategy", "runs", "test acc", "acquired", "forgotten", "retention", "HK after", "trained/stage", "time"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for name, s in strategies.items():
+        per_stage = " / ".join(fmt_num(st.get("n_train", {}).get("mean"), 0) if st.get("n_train", {}).get("mean") is not None
+                               else "–" for st in s.get("stages") or [])
+        t.add_row(name, str(s.get("n_runs", 0)), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
+                  fmt_ci(s.get("forgotten"), 1), fmt_ci(s.get("retention"), pct=True),
+                  fmt_ci(s.get("highly_known_after"), 1), per_stage or "–",
+                  fmt_seconds((s.get("wall_s") or {}).get("mean")))
+    console.print(t)
+    head = comparison.get("headline")
+    if head and head.get("relative_increase"):
+        console.print(f"[bold]headline[/]: HighlyKnown train items after training, gradual vs maybeknown: "
+                      f"{fmt_ci(head['relative_increase'], pct=True)} (paper: about +24%)")
+    noise = comparison.get("noise") or {}
+    if noise.get("flip_rate") and noise["flip_rate"].get("mean") is not None:
+        console.print(f"noise control: {fmt_ci(noise['flip_rate'], pct=True)} of base categories flip by chance "
+                      "on a re-probe; smaller movements are not evidence")

@@ -1,0 +1,438 @@
+"""One stage of fine-tuning: LoRA (or full) on the zero-shot QA format, early stopping on dev.
+
+Run as: gradual train --model smollm2-135m --data train.jsonl --dev dev.jsonl --out runs/stage1
+
+Built on the transformers `Trainer`, so `accelerate launch -m gradual.cli train ...` runs it with
+DDP/FSDP/DeepSpeed on several GPUs with no code of ours. What we add around it:
+
+- the loss on answer tokens only (gradual.training.data), length-grouped batches, and logits
+  computed only at answer positions where the model supports `logits_to_keep`;
+- after every epoch, greedy exact match on a fixed dev subset (at most `max_dev` items); the best
+  epoch's weights are kept in memory and restored at the end, and training stops after `patience`
+  epochs without improvement (patience 0: never stop early, still keep the best);
+- a dev split smaller than `min_dev` cannot pick an epoch reliably: all epochs are trained, the
+  last is kept, and every metrics row says so (`selection`);
+- precision: a bf16/fp16 model keeps its frozen base weights in that dtype, LoRA weights in fp32,
+  and runs under autocast; full fine-tuning upcasts to fp32 master weights for the stage and casts
+  back afterwards (see benchmarks/train_speed.py for the measurements behind this);
+- outputs, each written atomically: `adapter/` (standard PEFT; `model/` for full fine-tuning),
+  `train_items.jsonl` (replay marked), `metrics.jsonl` (one row per epoch, best marked), and last
+  `stage.json`, whose presence means the stage finished (`stage_done`, `load_stage_result`).
+
+`train_stage` injects LoRA layers into `lm.model` in place; use `StageResult.model` afterwards,
+and `merge_into_base` before training the next stage's fresh adapter on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from gradual.answers import is_correct
+from gradual.atomic import read_jsonl, write_json, write_jsonl
+from gradual.config import TrainConfig
+from gradual.data.items import Item
+from gradual.generate import greedy_generate
+from gradual.prompts import FinetuneFormat
+from gradual.training.data import Collator, EncodedDataset, LengthGroupedSampler, encode_item, sample_replay
+
+ADAPTER_DIR, MODEL_DIR = "adapter", "model"
+
+
+@dataclass
+class StageResult:
+    model: Any  # PeftModel with the best epoch's adapter loaded, or the full model
+    best_epoch: int
+    dev_accuracy: float | None
+    metrics: list[dict[str, Any]]
+    n_train: int
+    n_replay: int
+    wall_s: float
+    out_dir: Path
+    selection: str = "dev"  # "dev": best dev epoch; "last": dev too small or absent
+    stopped_early: bool = False
+    precision: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a stage runs numerically: the dtype of the weights it trains, and the autocast dtype."""
+
+    master: torch.dtype | None  # cast the model to this for the stage (None: keep as is)
+    autocast: torch.dtype | None
+    reason: str
+
+
+def choose_precision(model: Any, lora: bool) -> Precision:
+    """Autocast in the model's half dtype; trainable weights always fp32.
+
+    LoRA leaves the base frozen, so a bf16 base needs no fp32 copy (peft keeps the adapters in
+    fp32); full fine-tuning updates every weight, which bf16 cannot accumulate small steps into, so
+    it gets fp32 master weights for the stage.
+    """
+    param = next(model.parameters())
+    dt, dev = param.dtype, param.device.type
+    if dt == torch.float32:
+        return Precision(None, None, "fp32 weights, no autocast")
+    if dt == torch.float16 and dev == "cpu":
+        return Precision(torch.float32, None, "fp16 on CPU has no fast kernels: fp32")
+    name = str(dt).removeprefix("torch.")
+    if lora:
+        return Precision(None, dt, f"frozen {name} base, fp32 LoRA, {name} autocast")
+    return Precision(torch.float32, dt, f"fp32 master weights, {name} autocast")
+
+
+def dev_max_new_tokens(items: Sequence[Item], tokenizer: Any, fmt: FinetuneFormat) -> int:
+    """Enough new tokens for the longest accepted answer and its stop, no more (decoding is the cost)."""
+    longest = max(len(tokenizer(fmt.target(a, tokenizer), add_special_tokens=False)["input_ids"])
+                  for it in items for a in it.answers)
+    return min(longest + 1, 48)
+
+
+def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: FinetuneFormat,
+                 autocast: torch.dtype | None = None, batch_size: int = 64) -> float:
+    """Greedy exact match (alias-aware) of `model` on `items` in the fine-tune format."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    prompts = [fmt.prompt(it.question, tokenizer) for it in items]
+    with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=dev_max_new_tokens(items, tokenizer, fmt),
+                                batch_size=batch_size)
+    if was_training:
+        model.train()
+    return sum(is_correct(p, it.answers) for p, it in zip(preds, items)) / len(items)
+
+
+def dev_subset(items: Sequence[Item], max_dev: int, seed: int) -> list[Item]:
+    """A fixed subset of at most `max_dev` dev items (same every epoch, so epochs compare)."""
+    if len(items) <= max_dev:
+        return list(items)
+    keep = set(random.Random(seed).sample(range(len(items)), max_dev))
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def _trainable_state(model: Any, lora: bool) -> dict[str, torch.Tensor]:
+    """A CPU copy of what the stage trains: the adapter, or every weight for full fine-tuning."""
+    if lora:
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model)
+    else:
+        state = model.state_dict()
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _restore_state(model: Any, state: dict[str, torch.Tensor], lora: bool) -> None:
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state)
+    else:
+        model.load_state_dict(state)
+
+
+def merge_into_base(model: Any) -> Any:
+    """Fold a LoRA adapter into the base weights (the next stage trains a fresh adapter on top)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+        model.eval()
+    return model
+
+
+class _EpochMonitor:
+    """Trainer callback: per-epoch loss and dev accuracy, best-state snapshot, early stopping."""
+
+    def __init__(self, *, lora: bool, selecting: bool, patience: int, n_tokens: int,
+                 on_row: Any, bar_prefix: str, progress: bool):
+        self.lora, self.selecting, self.patience = lora, selecting, patience
+        self.n_tokens, self.on_row, self.bar_prefix, self.progress = n_tokens, on_row, bar_prefix, progress
+        self.rows: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_acc: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+        self._loss: float | None = None
+        self._lr: float | None = None
+        self._t_epoch = self._t_train = 0.0
+
+    # The methods below follow transformers.TrainerCallback's signatures.
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._t_epoch = time.perf_counter()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._t_train = time.perf_counter() - self._t_epoch
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self._loss, self._lr = float(logs["loss"]), logs.get("learning_rate")
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    model: Any = None, **kw: Any) -> None:
+        epoch = len(self.rows) + 1
+        acc = (metrics or {}).get("dev_accuracy")
+        improved = (not self.selecting) or self.best_acc is None or (acc is not None and acc > self.best_acc)
+        if improved:
+            self.best_epoch, self.best_acc = epoch, acc
+            self.best_state = _trainable_state(model, self.lora)
+        row = {
+            "epoch": epoch, "step": state.global_step, "train_loss": self._loss, "learning_rate": self._lr,
+            "dev_accuracy": acc, "dev_n": (metrics or {}).get("dev_n", 0), "tokens": self.n_tokens,
+            "train_s": round(self._t_train, 3), "eval_s": round(time.perf_counter() - self._t_epoch - self._t_train, 3),
+            "tokens_per_s": round(self.n_tokens / self._t_train, 1) if self._t_train > 0 else None,
+        }
+        self.rows.append(row)
+        if self.selecting and self.patience > 0 and epoch - self.best_epoch >= self.patience:
+            control.should_training_stop = True
+            self.stopped_early = epoch < args.num_train_epochs
+        self.on_row(self.rows)
+        if self.progress and state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            dev = f" dev {acc:.3f}" if acc is not None else ""
+            mark = " *" if improved and self.selecting else ""
+            tqdm.write(f"{self.bar_prefix} epoch {epoch}: loss {self._loss}{dev}{mark}")
+
+
+def _make_callback(monitor: _EpochMonitor) -> Any:
+    from transformers import TrainerCallback
+
+    class _Callback(TrainerCallback):
+        def on_epoch_begin(self, *a: Any, **k: Any) -> None:
+            monitor.on_epoch_begin(*a, **k)
+
+        def on_epoch_end(self, *a: Any, **k: Any) -> None:
+            monitor.on_epoch_end(*a, **k)
+
+        def on_log(self, *a: Any, **k: Any) -> None:
+            monitor.on_log(*a, **k)
+
+        def on_evaluate(self, *a: Any, **k: Any) -> None:
+            monitor.on_evaluate(*a, **k)
+
+    return _Callback()
+
+
+def _quiet_progress() -> Any:
+    """The Trainer's tqdm bar without the raw log dicts it prints every epoch."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class _QuietProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            pass
+
+    return _QuietProgress()
+
+
+def _stage_trainer_cls() -> Any:
+    from transformers import Trainer
+
+    class StageTrainer(Trainer):
+        """A Trainer whose "evaluate" is greedy exact match on dev and whose batches are length-grouped."""
+
+        dev_items: list[Item] = []
+        fmt = FinetuneFormat()
+        autocast: torch.dtype | None = None
+        group_seed = 0
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler(ds.lengths, self.args.per_device_train_batch_size, self.group_seed)
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
+                     metric_key_prefix: str = "eval") -> dict[str, float]:
+            metrics: dict[str, float] = {"dev_n": len(self.dev_items)}
+            if self.dev_items:
+                metrics["dev_accuracy"] = evaluate_dev(self.model, self.processing_class, self.dev_items, self.fmt,
+                                                       self.autocast)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return StageTrainer
+
+
+def _supports_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place; an older one is renamed away first, then removed."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config: TrainConfig, out_dir: Path, *,
+                replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage") -> StageResult:
+    """Fine-tune `lm.model` on `train_items` (+ replay), keep the best dev epoch, write the stage folder."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import TrainingArguments, set_seed
+
+    if not train_items:
+        raise ValueError(f"{name}: no training items")
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = lm.tokenizer
+    fmt = FinetuneFormat(chat=config.chat)
+    replay = sample_replay(replay_items, config.replay_ratio, len(train_items), config.seed,
+                           exclude={it.id for it in train_items})
+    dev = dev_subset(dev_items, config.max_dev, config.seed)
+    selecting = len(dev) >= max(config.min_dev, 1)
+    if not dev:
+        note = "no dev items: trained all epochs, kept the last"
+    elif not selecting:
+        note = f"dev has {len(dev)} items < min_dev {config.min_dev}: trained all epochs, kept the last"
+    else:
+        note = f"best of {config.epochs} epochs by dev exact match on {len(dev)} items, patience {config.patience}"
+
+    model = lm.model
+    if isinstance(model, PeftModel):  # a previous stage's adapter: fold it in, train a fresh one on top
+        model = merge_into_base(model)
+    precision = choose_precision(model, config.lora)
+    orig_dtype = next(model.parameters()).dtype
+    if precision.master is not None:
+        model = model.to(precision.master)
+    set_seed(config.seed)  # LoRA initialisation draws from the global RNG
+    if config.lora:
+        lora_cfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora_cfg)
+    lm.model = model
+
+    rows = [encode_item(it, tok, fmt) for it in [*train_items, *replay]]
+    dataset = EncodedDataset(rows)
+    write_jsonl(out_dir / "train_items.jsonl",
+                [{**it.to_dict(), "replay": False} for it in train_items] + [{**it.to_dict(), "replay": True} for it in replay])
+
+    def write_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> None:
+        selection = "dev" if selecting else "last"
+        write_jsonl(out_dir / "metrics.jsonl",
+                    [{"stage": name, **r, "best": r["epoch"] == best, "selection": selection} for r in done_rows])
+
+    monitor = _EpochMonitor(lora=config.lora, selecting=selecting, patience=config.patience,
+                            n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name, progress=progress)
+    device = next(model.parameters()).device
+    with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+            weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=config.seed,
+            data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
+            fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
+            eval_strategy="epoch", logging_strategy="epoch", save_strategy="no", report_to="none",
+            disable_tqdm=True, log_level="error", dataloader_pin_memory=False, remove_unused_columns=False,
+            label_names=["labels"],
+        )
+        trainer = _stage_trainer_cls()(
+            model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
+            data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
+                                   slice_logits=_supports_logits_to_keep(model)),
+            processing_class=tok, callbacks=[_make_callback(monitor)] + ([_quiet_progress()] if progress else []),
+        )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every raw log dict
+        trainer.dev_items, trainer.fmt, trainer.autocast, trainer.group_seed = dev, fmt, precision.autocast, config.seed
+        trainer.train()
+        is_main = trainer.is_world_process_zero()
+        del trainer  # frees the optimizer state before the copies below
+
+    assert monitor.best_state is not None  # at least one epoch ran
+    _restore_state(model, monitor.best_state, config.lora)
+    if precision.master is not None and orig_dtype != precision.master:
+        model = model.to(orig_dtype)
+    model.eval()
+    lm.model = model
+    best_row = monitor.rows[monitor.best_epoch - 1]
+    wall = time.perf_counter() - t0
+    result = StageResult(
+        model=model, best_epoch=monitor.best_epoch, dev_accuracy=best_row["dev_accuracy"],
+        metrics=[{"stage": name, **r, "best": r["epoch"] == monitor.best_epoch,
+                  "selection": "dev" if selecting else "last"} for r in monitor.rows],
+        n_train=len(train_items), n_replay=len(replay), wall_s=round(wall, 3), out_dir=out_dir,
+        selection="dev" if selecting else "last", stopped_early=monitor.stopped_early,
+        precision=precision.reason, note=note,
+    )
+    if is_main:
+        _save_weights(model, tok, out_dir, config.lora)
+        write_rows(monitor.rows, monitor.best_epoch)
+        write_json(out_dir / "stage.json", _stage_record(result, config, name))
+    return result
+
+
+def _save_weights(model: Any, tok: Any, out_dir: Path, lora: bool) -> None:
+    final = out_dir / (ADAPTER_DIR if lora else MODEL_DIR)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
+    try:
+        model.save_pretrained(tmp)
+        if not lora:
+            tok.save_pretrained(tmp)
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _stage_record(r: StageResult, config: TrainConfig, name: str) -> dict[str, Any]:
+    return {
+        "name": name, "best_epoch": r.best_epoch, "dev_accuracy": r.dev_accuracy, "n_train": r.n_train,
+        "n_replay": r.n_replay, "epochs_run": len(r.metrics), "stopped_early": r.stopped_early,
+        "selection": r.selection, "note": r.note, "precision": r.precision, "wall_s": r.wall_s,
+        "weights": ADAPTER_DIR if config.lora else MODEL_DIR, "config": dataclasses.asdict(config),
+    }
+
+
+def stage_done(out_dir: Path) -> bool:
+    """True when `out_dir` holds a finished stage (stage.json is written last)."""
+    return (Path(out_dir) / "stage.json").exists()
+
+
+def load_stage_result(lm: Any, out_dir: Path) -> StageResult:
+    """Rebuild a finished stage's StageResult, loading its adapter onto `lm.model` (for resume)."""
+    import json
+
+    out_dir = Path(out_dir)
+    rec = json.loads((out_dir / "stage.json").read_text(encoding="utf-8"))
+    if rec["weights"] == ADAPTER_DIR:
+        from peft import PeftModel
+
+        base = merge_into_base(lm.model)
+        model = PeftModel.from_pretrained(base, str(out_dir / ADAPTER_DIR))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        dtype = next(lm.model.parameters()).dtype
+        model = AutoModelForCausalLM.from_pretrained(str(out_dir / MODEL_DIR), torch_dtype=dtype)
+        model.to(next(lm.model.parameters()).device)
+    model.eval()
+    lm.model = model
+    return StageResult(
+        model=model, best_epoch=rec["best_epoch"], dev_accuracy=rec["dev_accuracy"],
+        metrics=read_jsonl(out_dir / "metrics.jsonl"), n_train=rec["n_train"], n_replay=rec["n_replay"],
+        wall_s=rec["wall_s"], out_dir=out_dir, selection=rec["selection"], stopped_early=rec["stopped_early"],
+        precision=rec["precision"], note=rec["note"],
+    )
+
+
+__all__ = ["StageResult", "train_stage", "merge_into_base", "evaluate_dev", "stage_done", "load_stage_result",
+           "choose_precision", "Precision"]

