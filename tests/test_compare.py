@@ -146,4 +146,27 @@ def test_compare_cli_validates_before_running(tmp_path: Path, fake_pipeline: Fak
     res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual",
                                    "--seeds", "0,x", "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, UserError) and "--seeds" in str(res.exception)
+    with pytest.raises(UserError, match=r"(?s)--strategies.*--seeds"):  # every bad flag in one message
+        cmp.parse_flags("bogus", "x")
     assert fake_pipeline.calls == []
+
+
+def test_terminal_tables_render(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    from rich.console import Console
+
+    from gradual.summary_table import print_comparison, print_eval, print_summary
+
+    console = Console(record=True, width=200)
+    s = make_summary("gradual", 0)
+    print_summary(s, console)
+    print_summary({"strategy": "known"}, console)  # a partial summary still prints
+    print_eval({"model": "m", "data": "d", "n": 4, "accuracy": 0.5, "hallucination_rate": 0.25,
+                "by_category": {"Unknown": {"n": 4, "correct": 2, "accuracy": 0.5}}}, console)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], tmp_path / "o", progress=False, report=False)
+    print_comparison(c, console)
+    text = console.export_text()
+    assert f"{s['highly_known']['before']} → {s['highly_known']['after']}" in text
+    assert "base-Unknown" in text and "25.0%" in text
+    assert "maybeknown" in text and "headline" in text and "noise control" in text

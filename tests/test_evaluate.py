@@ -184,3 +184,32 @@ def test_load_categories_errors_name_file_and_line(tmp_path: Path) -> None:
     assert ev.load_categories(p) == {"a": "HighlyKnown", "7": "Unknown"}
     with pytest.raises(UserError, match="--categories"):
         ev.load_categories(tmp_path / "missing.jsonl")
+
+
+def test_eval_applies_a_peft_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """An adapter that changes the weights changes the predictions' source model, and is recorded."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a non-zero B matrix, so merging the adapter really moves the weights
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q1", "question": "What is the capital of France?", "answers": ["Paris"]}) + "\n")
+    out = tmp_path / "e.json"
+    got = ev.evaluate_file(str(tiny_model_dir), data, out, adapter=tmp_path / "adapter", device="cpu", dtype="fp32",
+                           max_new_tokens=3, progress=False)
+    assert got["adapter"] == str(tmp_path / "adapter") and got["n"] == 1
+    assert json.loads(out.read_text())["accuracy"] in (0.0, 1.0)
+
+    from gradual.models import load_model, model_fingerprint
+
+    plain = load_model(str(tiny_model_dir), "cpu", "fp32")
+    merged = ev.apply_adapter(load_model(str(tiny_model_dir), "cpu", "fp32"), tmp_path / "adapter")
+    assert model_fingerprint(merged.model) != model_fingerprint(plain.model)
+    assert not any("lora" in n for n, _ in merged.model.named_parameters())  # merged into plain weights

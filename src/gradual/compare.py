@@ -73,6 +73,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_flags(strategies: str, seeds: str) -> tuple[list[str], list[int]]:
+    """Both flags at once, so one invocation reports every bad flag."""
+    errors: list[str] = []
+    names: list[str] = []
+    seed_list: list[int] = []
+    try:
+        names = parse_strategies(strategies)
+    except UserError as exc:
+        errors.append(str(exc))
+    try:
+        seed_list = parse_seeds(seeds)
+    except UserError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise UserError("\n".join(errors))
+    return names, seed_list
+
+
 def run_name(strategy: str, seed: int) -> str:
     return f"{strategy}-seed{seed}"
 
@@ -159,9 +177,9 @@ def run_compare(
                       console=get_console()) as bar:
             task = bar.add_task("", total=len(plan), eta="")
             for i, (s, k, cfg, rdir) in enumerate(plan):
-                bar.update(task, description=run_name(s, k), eta=_eta(fresh_times, plan[i:], out))
+                bar.update(task, description=run_name(s, k), eta=_eta(fresh_times, plan[i:]))
                 do_run(s, k, cfg, rdir, _nested_live_ok())
-                bar.update(task, advance=1, eta=_eta(fresh_times, plan[i + 1:], out))
+                bar.update(task, advance=1, eta=_eta(fresh_times, plan[i + 1:]))
             bar.update(task, description="done")
     else:
         for s, k, cfg, rdir in plan:
@@ -180,7 +198,7 @@ def run_compare(
     return comparison
 
 
-def _eta(fresh: list[float], left: Sequence[tuple[Any, Any, Any, Path]], out: Path) -> str:
+def _eta(fresh: list[float], left: Sequence[tuple[Any, Any, Any, Path]]) -> str:
     """Remaining time = runs still to do x mean time of the runs done here (finished ones cost ~0)."""
     todo = sum(1 for *_, rdir in left if not (rdir / "summary.json").exists())
     if todo == 0:

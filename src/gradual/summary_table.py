@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+SHORT = {"HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "UK"}
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -68,10 +69,10 @@ def print_summary(summary: Mapping[str, Any], console: Console) -> None:
             t.add_column(col, justify="right" if col in ("trained", "replay", "best epoch", "dev acc", "time") else "left")
         for st in stages:
             comp = st.get("composition") or {}
-            comp_s = ", ".join(f"{k[:2] if k in CATEGORY_ORDER else k} {v}" for k, v in
+            comp_s = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in
                                ((k, comp[k]) for k in _ordered(comp)) if v)
             t.add_row(str(st.get("name", "?")), fmt_num(st.get("n_train")), fmt_num(st.get("n_replay")), comp_s or "–",
-                      fmt_num(st.get("best_epoch")), fmt_num(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")),
+                      fmt_num(st.get("best_epoch")), fmt_pct(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")),
                       str(st.get("note") or ""))
         console.print(t)
     cats = summary.get("categories") or []

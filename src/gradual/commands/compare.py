@@ -29,10 +29,10 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run strategies x seeds, then comparison.json, comparison.md and report.html in OUT."""
-    from gradual.compare import parse_seeds, parse_strategies, run_compare
+    from gradual.compare import parse_flags, run_compare
     from gradual.summary_table import print_comparison
 
-    names, seed_list = parse_strategies(strategies), parse_seeds(seeds)
+    names, seed_list = parse_flags(strategies, seeds)
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     comparison = run_compare(config, names, seed_list, out,
                              {"model": model, "data": data, "device": device, "dtype": dtype},
