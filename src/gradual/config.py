@@ -29,7 +29,7 @@ class ProbeConfig:
     temperature: float = 0.5
     top_k: int = 40
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 256  # sequences per forward pass (a question with 16 samples is 17 sequences)
     max_new_tokens: int = 12  # answers are short entities; decoding also stops at the newline
     repeat: int = 0  # extra probes with fresh exemplar seeds, to measure chance category flips
     cache: bool = True

@@ -43,8 +43,8 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"gradual": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
+    return {"gradual": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__), "peft": str(peft.__version__)}
 
 
 def _subset(items: list[Item], limit: int) -> list[Item]:

@@ -1,0 +1,96 @@
+"""`gradual train`: fine-tune one stage on a JSONL file of items, early stopping on a dev file.
+
+Run as: gradual train --model smollm2-135m --data data/world/train.jsonl --dev data/world/dev.jsonl --out runs/one
+
+On several GPUs: accelerate launch -m gradual.cli train ... (the stage runs on the transformers Trainer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gradual.config import Stage2Config, TrainConfig
+from gradual.errors import UserError
+
+console = Console()
+_D = TrainConfig()
+
+
+def _check(flags: dict[str, bool]) -> None:
+    bad = [f"{flag}: value out of range" for flag, ok in flags.items() if not ok]
+    if bad:
+        raise UserError("; ".join(bad))
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="Training items (JSONL)."),
+    out: Path = typer.Option(..., "--out", help="Stage folder to write (adapter/, metrics.jsonl, train_items.jsonl)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model spec."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Dev items (JSONL) for per-epoch exact match and early stopping."),
+    lora: bool = typer.Option(_D.lora, "--lora/--full", help="LoRA on all linear layers, or full fine-tuning."),
+    epochs: int = typer.Option(_D.epochs, "--epochs"),
+    lr: float = typer.Option(_D.lr, "--lr"),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size"),
+    grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum"),
+    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay"),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="Items to mix in as replay (JSONL)."),
+    replay_ratio: Optional[float] = typer.Option(
+        None, "--replay-ratio", help=f"Replay items per training item (default {Stage2Config.replay_ratio} with --replay)."),
+    seed: int = typer.Option(_D.seed, "--seed"),
+    lora_r: int = typer.Option(_D.lora_r, "--lora-r"),
+    patience: int = typer.Option(_D.patience, "--patience", help="Epochs without dev improvement before stopping (0: never)."),
+    max_dev: int = typer.Option(_D.max_dev, "--max-dev", help="Dev items evaluated per epoch (a fixed subset)."),
+    min_dev: int = typer.Option(_D.min_dev, "--min-dev", help="Fewer dev items than this: train all epochs, keep the last."),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    chat: bool = typer.Option(_D.chat, "--chat/--no-chat", help="Wrap questions in the tokenizer's chat template."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Fine-tune one stage; keep the best dev epoch; write a standard PEFT adapter."""
+    from gradual.data.items import read_items
+
+    if replay_ratio is not None and replay is None:
+        raise UserError("--replay-ratio: needs --replay FILE (the items to replay)")
+    ratio = (Stage2Config.replay_ratio if replay_ratio is None else replay_ratio) if replay is not None else 0.0
+    _check({"--epochs": epochs >= 1, "--lr": lr > 0, "--batch-size": batch_size >= 1, "--grad-accum": grad_accum >= 1,
+            "--weight-decay": weight_decay >= 0, "--replay-ratio": ratio >= 0, "--lora-r": lora_r >= 1,
+            "--patience": patience >= 0, "--max-dev": max_dev >= 1, "--min-dev": min_dev >= 0})
+    cfg = dataclasses.replace(_D, lora=lora, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                              weight_decay=weight_decay, replay_ratio=ratio, seed=seed, lora_r=lora_r,
+                              patience=patience, max_dev=max_dev, min_dev=min_dev, chat=chat)
+    train_items = read_items(data)
+    dev_items = read_items(dev) if dev is not None else []
+    replay_items = read_items(replay) if replay is not None else []
+
+    from gradual.models import load_model
+    from gradual.train import train_stage
+
+    lm = load_model(model, device, dtype)
+    console.print(f"[dim]model {model} on {lm.placement.reason}; {len(train_items)} items"
+                  f"{f', replay pool {len(replay_items)}' if replay is not None else ''}"
+                  f"{f', dev {len(dev_items)}' if dev is not None else ', no dev'}[/]")
+    res = train_stage(lm, train_items, dev_items, cfg, out, replay_items=replay_items, progress=not quiet,
+                      name=out.name)
+
+    table = Table("epoch", "train loss", "dev accuracy", "train s", "tokens/s", "")
+    for row in res.metrics:
+        acc = row["dev_accuracy"]
+        table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-",
+                      f"{acc:.3f}" if acc is not None else "-", f"{row['train_s']:.1f}",
+                      f"{row['tokens_per_s']:.0f}" if row["tokens_per_s"] else "-", "best" if row["best"] else "")
+    console.print(table)
+    acc = f", dev accuracy {res.dev_accuracy:.3f}" if res.dev_accuracy is not None else ""
+    stop = ", stopped early" if res.stopped_early else ""
+    console.print(f"best epoch {res.best_epoch}{acc}{stop} ({res.note}); {res.n_train} items + {res.n_replay} replay; "
+                  f"{res.precision}; {res.wall_s:.1f}s")
+    console.print(f"wrote {out / ('adapter' if lora else 'model')}, {out / 'metrics.jsonl'}, {out / 'train_items.jsonl'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
