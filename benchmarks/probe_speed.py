@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--naive-items", type=int, default=3, help="items timed for the naive baseline")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default); on a shared "
+                    "machine 1 avoids oversubscription stalls")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     lm = load_model("smollm2-135m")
     train, dev, source = load_data(args.seed)

@@ -22,6 +22,13 @@ allocation. Last line: `train_speed: efficiency=<ratio> tokens_per_s=<n>`.
 
 from __future__ import annotations
 
+import os
+
+# Set before torch loads OpenMP. The default ACTIVE policy spins waiting threads; when other processes
+# share the cores, every small op then waits on a descheduled spinner (measured here: dropout on a
+# 16x18x576 tensor 23 ms ACTIVE vs 1.4 ms PASSIVE, with the 2 cores shared with 2 other jobs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import random
 import resource
@@ -66,7 +73,7 @@ def raw_batches(model: Any, tok: Any, items: list[Item], batch_size: int, seed: 
 
 
 def time_raw(model: Any, batches: list[dict[str, torch.Tensor]], autocast: torch.dtype | None,
-             repeats: int = 1) -> tuple[float, float]:
+             repeats: int = 1, warm: bool = True) -> tuple[float, float]:
     """(tokens/s counting every position, seconds) of forward+backward over `batches` after a warm-up pass."""
     device = next(model.parameters()).device
     model.train()
@@ -79,7 +86,8 @@ def time_raw(model: Any, batches: list[dict[str, torch.Tensor]], autocast: torch
             loss.backward()
             model.zero_grad(set_to_none=True)
 
-    one_pass()
+    if warm:  # first sight of each batch shape builds kernels; not part of steady throughput
+        one_pass()
     tokens = sum(b["input_ids"].numel() for b in batches) * repeats
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -90,15 +98,18 @@ def time_raw(model: Any, batches: list[dict[str, torch.Tensor]], autocast: torch
     return tokens / dt, dt
 
 
-def compare_precisions(spec: str, items: list[Item], batch_size: int) -> None:
-    """Raw forward+backward speed and agreement with fp32 for each candidate precision (LoRA r16)."""
+def compare_precisions(spec: str, items: list[Item], batch_size: int, rounds: int = 3) -> None:
+    """Raw forward+backward speed and agreement with fp32 for each candidate precision (LoRA r16).
+
+    The candidates are timed in interleaved rounds (median reported), so load from other processes
+    drifts over all of them alike.
+    """
     from peft import LoraConfig, get_peft_model
 
     cands = [("fp32 weights, no autocast", "fp32", None), ("fp32 weights, bf16 autocast", "fp32", torch.bfloat16),
              ("bf16 base + fp32 LoRA, bf16 autocast", "bf16", torch.bfloat16),
              ("bf16 base + fp32 LoRA, no autocast", "bf16", None)]
-    ref_loss = ref_grad = None
-    print(f"{'precision':40s} {'tok/s':>8s} {'loss':>8s} {'|dloss|':>8s} {'grad cos':>8s}")
+    built = []
     for label, dtype, autocast in cands:
         lm = load_model(spec, device="cpu", dtype=dtype)
         torch.manual_seed(0)
@@ -110,17 +121,25 @@ def compare_precisions(spec: str, items: list[Item], batch_size: int) -> None:
                 if "lora_B" in n:
                     p.copy_(torch.randn_like(p) * 0.01)
         batches = raw_batches(model, lm.tokenizer, items, batch_size, 0, 0, slice_logits=True)
-        tps, _ = time_raw(model, batches, autocast)
-        b = batches[0]
+        built.append((label, model, batches, autocast))
+    speeds: dict[str, list[float]] = {label: [] for label, *_ in built}
+    for r in range(rounds):
+        for label, model, batches, autocast in built:
+            speeds[label].append(time_raw(model, batches, autocast, warm=r == 0)[0])
+    ref_loss = ref_grad = None
+    print(f"{'precision':40s} {'tok/s':>8s} {'loss':>8s} {'|dloss|':>8s} {'grad cos':>8s}   (median of {rounds} rounds)")
+    for label, model, batches, autocast in built:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
-            loss = model(**b).loss
+            loss = model(**batches[0]).loss
         loss.backward()
-        grad = torch.cat([p.grad.flatten().float() for n, p in model.named_parameters() if p.requires_grad])
+        loss = loss.detach()
+        grad = torch.cat([p.grad.flatten().double() for n, p in model.named_parameters() if p.requires_grad])
+        model.zero_grad(set_to_none=True)
         if ref_grad is None:
             ref_loss, ref_grad = float(loss), grad
-        cos = float(torch.nn.functional.cosine_similarity(grad, ref_grad, dim=0))
+        cos = float(grad @ ref_grad / (grad.norm() * ref_grad.norm()))
+        tps = sorted(speeds[label])[len(speeds[label]) // 2]
         print(f"{label:40s} {tps:8.0f} {float(loss):8.4f} {abs(float(loss) - ref_loss):8.4f} {cos:8.4f}")
-        del model, lm
 
 
 def main() -> None:
@@ -132,7 +151,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--precisions", action="store_true", help="first compare candidate precisions (CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from gradual.train import train_stage
 

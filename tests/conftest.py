@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see gradual/cli.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CORPUS = [

@@ -163,7 +163,7 @@ class Pipeline:
         from gradual.train import train_stage
 
         sdir = self.out / "stages" / f"stage{k}"
-        done = sdir / "stage.json"
+        done = sdir / "record.json"  # the pipeline's record; train_stage writes its own stage.json
         if done.exists():
             return json.loads(done.read_text(encoding="utf-8"))
         composition = _composition(plan.items, cats)

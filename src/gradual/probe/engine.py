@@ -2,26 +2,31 @@
 
 Run as: used by gradual.probe.run; `python benchmarks/probe_speed.py` measures it.
 
-Interface (ProbeEngine): every call takes one shared text `prefix` (the few-shot exemplars) and a
-batch of `suffixes` (the questions' "Q: ...\nA:"). The SliCK logic only ever calls `run`, whose three
-parts can also be called alone:
-  greedy(prefix, suffixes)                       -> the greedy (T=0) answer text of each suffix
+Interface (ProbeEngine): every call takes a batch of `suffixes` (the questions' "Q: ...\nA:") and a
+`prefix` (the few-shot exemplars): one text shared by all suffixes, or one per suffix. The SliCK
+logic only ever calls `run`, whose three parts can also be called alone:
+  greedy(prefix, suffixes)                        -> the greedy (T=0) answer text of each suffix
   sample(prefix, suffixes, n, temperature, top_k) -> n sampled answer texts per suffix
-  score(prefix, suffixes, continuations, ...)    -> per suffix, the exact probability of generating
-                                                    any of its continuations followed by a stop
+  score(prefix, suffixes, continuations, ...)     -> per suffix, the exact probability of generating
+                                                     any of its continuations followed by a stop
 A vLLM (or other) backend implements the same four methods; nothing in slick.py or run.py changes.
 
-HFEngine, how it is fast:
-  - The prefix is tokenized and run through the model once; its KV cache is kept (a few prefixes,
-    LRU) and expanded over every question batch that uses it.
-  - Suffixes sit after the prefix with their padding *between* prefix and suffix (masked out, with
-    per-row position ids that skip it), so every row's last prompt token is in the same column and
-    the model computes logits for that column only (logits_to_keep=1).
+HFEngine, how it is fast (each measured; see benchmarks/probe_speed.py):
+  - Each prefix (plus the opening tokens its batch's questions share, e.g. "Q: What is the capital
+    of") is run through the model once; its KV cache is kept (LRU) and copied into every row that
+    uses it. A batch may mix prefixes (rows of several exemplar sets), so batches stay full.
+  - Row layout [pad | prefix KV | pad | suffix]: padding is masked and position ids skip it, so every
+    row's last prompt token is in the same column and logits are computed for that column only
+    (logits_to_keep=1), and for the continuation positions only when scoring.
   - Decoding (greedy and sampling rows together) stops a row at any token whose text contains "\n"
-    or at eos, and drops finished rows from the batch (cache rows included) once enough have finished.
+    or at eos, and drops finished rows from the batch (cache rows included) once enough have finished;
+    the cache has its decode slots preallocated, so a step writes in place instead of re-concatenating.
   - The samples of a prompt are rows that copy the prompt's cache: the prompt is never recomputed.
   - score() teacher-forces every accepted continuation in one forward pass on copies of the
     question's cache; the first token's distribution comes from the prompt pass already done.
+  - On CPU, attention runs as two grouped matmuls (gradual.probe.kernels) instead of torch SDPA,
+    whose masked path on CPU is ~10x slower at these shapes.
+  - Only the top-k logits are converted to fp32; argmax runs on the model's dtype.
 
 Sampling is reproducible per row and independent of batching: row r's t-th uniform draw is a hash of
 (row key, t), and a token is drawn by inverse CDF over the tempered top-k distribution.
@@ -49,12 +54,16 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
+from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cache, register_grouped_attention
 
 # A continuation whose first token has probability below this is not teacher-forced (its p counts as 0).
 # Bound on the error: p_seen = 1 - prod_i (1 - p_i)^samples moves by at most nex * samples * SCORE_EPS
 # (1.6e-4 with the paper's protocol), far below the 0.5 threshold's resolution.
 SCORE_EPS = 1e-6
 _PUNCT_OR_SPACE = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…", "«", "»"}
+
+
+Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
 
 
 @dataclass
@@ -69,17 +78,17 @@ class ProbeEngine(Protocol):
     """The narrow interface the SliCK logic uses (see the module docstring)."""
 
     def run(
-        self, prefix: str, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
+        self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
         sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
         temperature: float = 1.0, top_k: int = 0,
     ) -> RunOutput: ...
 
-    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]: ...
+    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]: ...
 
-    def sample(self, prefix: str, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
                sample_keys: Sequence[int] | None = None) -> list[list[str]]: ...
 
-    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
               temperature: float, top_k: int) -> list[float]: ...
 
 
@@ -116,13 +125,13 @@ def row_key(base: int, j: int) -> int:
 
 def tempered_topk(logits: torch.Tensor, temperature: float, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(probs [N, k], token ids [N, k]) of softmax(logits / T) restricted to the k largest logits."""
-    logits = logits.float()
     v = logits.shape[-1]
     if 0 < top_k < v:
+        # top-k on the model's own dtype (same order as on its fp32 copy), fp32 only for the k kept values
         vals, idx = torch.topk(logits, top_k, dim=-1)
     else:
         vals, idx = logits, torch.arange(v, device=logits.device).expand_as(logits)
-    return torch.softmax(vals / temperature, dim=-1), idx
+    return torch.softmax(vals.float() / temperature, dim=-1), idx
 
 
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
@@ -179,12 +188,6 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]], max_len: int) -> int:
     return n
 
 
-def _new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=list(layers))
-
-
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -195,7 +198,7 @@ class HFEngine:
     """ProbeEngine over any Hugging Face causal LM (already placed on its device and dtype)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64, max_new_tokens: int = 12,
-                 prefix_cache_size: int = 4, compact_at: float = 0.25) -> None:
+                 prefix_cache_size: int = 64, compact_at: float = 0.25, grouped_attention: bool | None = None) -> None:
         self.model, self.tok = model, tokenizer
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = next(model.parameters()).device
@@ -205,6 +208,11 @@ class HFEngine:
         self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], tuple[int, Any]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self.compact_at = compact_at
+        if grouped_attention is None:
+            grouped_attention = can_use_grouped_attention(model, self.device)
+        if grouped_attention:
+            register_grouped_attention()
+        self.grouped_attention = grouped_attention
         self.tokens_processed = 0  # running total, for the benchmark's efficiency figure
         self.forward_calls = 0
 
@@ -217,8 +225,15 @@ class HFEngine:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, past: Any, keep: int) -> Any:
         self.tokens_processed += int(ids.numel())
         self.forward_calls += 1
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
-                          use_cache=True, logits_to_keep=keep)
+        cfg = self.model.config
+        saved = cfg._attn_implementation
+        if self.grouped_attention:
+            cfg._attn_implementation = ATTN_NAME
+        try:
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                              use_cache=True, logits_to_keep=keep)
+        finally:
+            cfg._attn_implementation = saved
 
     def _prefix(self, prefix: str, extra: Sequence[int] = ()) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """(length, KV layers [1, heads, length, dim]) of the prefix text followed by the tokens `extra`.
@@ -238,7 +253,7 @@ class HFEngine:
         layers = base
         if ids:
             t = torch.tensor([ids], device=self.device)
-            past = _new_cache(base) if base is not None else None
+            past = new_cache(base) if base is not None else None
             mask = torch.ones((1, start + len(ids)), dtype=torch.long, device=self.device)
             pos = torch.arange(start, start + len(ids), device=self.device)[None]
             layers = _layers(self._forward(t, mask, pos, past, 1).past_key_values)
@@ -249,28 +264,28 @@ class HFEngine:
         return entry
 
     # -- the narrow interface -----------------------------------------------------------------
-    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]:
+    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]:
         return self.run(prefix, suffixes, greedy=True).greedy or []
 
-    def sample(self, prefix: str, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
                sample_keys: Sequence[int] | None = None) -> list[list[str]]:
         return self.run(prefix, suffixes, greedy=False, samples=n, sample_keys=sample_keys,
                         temperature=temperature, top_k=top_k).samples or []
 
-    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
               temperature: float, top_k: int) -> list[float]:
         return self.run(prefix, suffixes, greedy=False, continuations=continuations,
                         temperature=temperature, top_k=top_k).scores or []
 
     @torch.inference_mode()
-    def prompt_logits(self, prefix: str, suffixes: Sequence[str]) -> torch.Tensor:
+    def prompt_logits(self, prefix: Prefixes, suffixes: Sequence[str]) -> torch.Tensor:
         """Next-token logits after each prefix + suffix, through the prefix-reuse path (for tests)."""
         logits, _, _, _ = self._prompt_pass(prefix, suffixes)
-        return logits
+        return logits.float()
 
     @torch.inference_mode()
     def run(
-        self, prefix: str, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
+        self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
         sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
         temperature: float = 1.0, top_k: int = 0,
     ) -> RunOutput:
@@ -295,32 +310,62 @@ class HFEngine:
         return out
 
     # -- the passes ----------------------------------------------------------------------------
-    def _prompt_pass(self, prefix: str, suffixes: Sequence[str]):
-        """Run the suffixes after the shared prefix. Returns last-token logits [B, V] (fp32), the cache
-        layers, the attention mask [B, P+S] and each row's next position."""
+    def _prompt_pass(self, prefix: Prefixes, suffixes: Sequence[str]):
+        """Run each suffix after its prefix. Returns last-token logits [B, V] (model dtype), the cache
+        layers, the attention mask [B, columns] and each row's next position.
+
+        Column layout of row r: [padding | prefix_r KV | padding | suffix_r]. Rows may have different
+        prefixes (several exemplar sets in one batch); a prefix's KV is computed once and copied into
+        its rows, right-aligned; padding is masked and positions skip it."""
+        prefixes = [prefix] * len(suffixes) if isinstance(prefix, str) else list(prefix)
+        if len(prefixes) != len(suffixes):
+            raise ValueError("one prefix per suffix")
         enc = [self.encode(s) for s in suffixes]
         if any(not e for e in enc):
             raise ValueError("empty suffix")
-        # Questions of one relation share their opening tokens ("Q: What is the capital of"): those
-        # join the shared prefix, computed once. Every row keeps >= 1 token to read its logits from.
-        lcp = _common_prefix_len(enc, max_len=min(len(e) for e in enc) - 1)
-        p, p_layers = self._prefix(prefix, enc[0][:lcp])
-        enc = [e[lcp:] for e in enc]
-        b, s = len(enc), max(len(e) for e in enc)
+        groups: dict[str, list[int]] = {}
+        for r, pf in enumerate(prefixes):
+            groups.setdefault(pf, []).append(r)
+        plen = [0] * len(enc)
+        group_kv: list[tuple[list[int], int, Any]] = []
+        for pf, rows in groups.items():
+            # Questions of one relation share their opening tokens ("Q: What is the capital of"): those
+            # join the shared prefix, computed once. Every row keeps >= 1 token to read its logits from.
+            lcp = _common_prefix_len([enc[r] for r in rows], max_len=min(len(enc[r]) for r in rows) - 1)
+            n, layers = self._prefix(pf, enc[rows[0]][:lcp])
+            for r in rows:
+                enc[r], plen[r] = enc[r][lcp:], n
+            group_kv.append((rows, n, layers))
+        b, p, s = len(enc), max(plen), max(len(e) for e in enc)
         ids = torch.full((b, s), self.pad_id, dtype=torch.long)
         mask = torch.ones((b, p + s), dtype=torch.long)
         pos = torch.zeros((b, s), dtype=torch.long)
         for r, e in enumerate(enc):
             pad = s - len(e)
             ids[r, pad:] = torch.tensor(e)
-            mask[r, p: p + pad] = 0  # padding sits between prefix and suffix
-            pos[r, pad:] = torch.arange(p, p + len(e))
-        ends = torch.tensor([p + len(e) for e in enc])
+            mask[r, : p - plen[r]] = 0  # left of a shorter prefix
+            mask[r, p: p + pad] = 0  # between prefix and suffix
+            pos[r, pad:] = torch.arange(plen[r], plen[r] + len(e))
+        ends = torch.tensor([plen[r] + len(e) for r, e in enumerate(enc)])
         past = None
-        if p_layers is not None:
-            past = _new_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in p_layers])
+        if p > 0:
+            ref = next(layers for _, _, layers in group_kv if layers is not None)
+            if len(group_kv) == 1:
+                past = new_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in ref])
+            else:
+                stacked = []
+                for li, (k0, v0) in enumerate(ref):
+                    k = k0.new_zeros((b, k0.shape[1], p, k0.shape[3]))
+                    v = v0.new_zeros((b, v0.shape[1], p, v0.shape[3]))
+                    for rows, n, layers in group_kv:
+                        if layers is not None and n:
+                            idx = torch.tensor(rows, device=self.device)
+                            k[idx, :, p - n:] = layers[li][0]
+                            v[idx, :, p - n:] = layers[li][1]
+                    stacked.append((k, v))
+                past = new_cache(stacked)
         res = self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), past, 1)
-        logits = res.logits[:, -1, :].float()
+        logits = res.logits[:, -1, :]  # model dtype: argmax and top-k need no fp32 copy of the vocab
         return logits, _layers(res.past_key_values), mask.to(self.device), ends.to(self.device)
 
     def _score(self, logits, layers, mask, ends, continuations, temperature, top_k) -> list[float]:
@@ -351,10 +396,10 @@ class HFEngine:
                 cmask[r, : len(t)] = 1
             ids, cmask = ids.to(self.device), cmask.to(self.device)
             pos = ends[qs][:, None] + torch.arange(c, device=self.device)[None]
-            past = _new_cache([(k[qs], v[qs]) for k, v in layers])
+            past = new_cache([(k[qs], v[qs]) for k, v in layers])
             res = self._forward(ids, torch.cat([mask[qs], cmask], 1), pos, past, c)
             # Row r's distribution before token j: the prompt's logits for j=0, else position j-1.
-            dists = torch.cat([logits[qs][:, None, :], res.logits.float()], 1)  # [R, c+1, V]
+            dists = torch.cat([logits[qs][:, None, :], res.logits.to(logits.dtype)], 1)  # [R, c+1, V]
             r_n, v = len(chunk), dists.shape[-1]
             flat = dists[:, :c, :].reshape(r_n * c, v)
             tp = token_prob(flat, ids.reshape(-1), temperature, top_k).reshape(r_n, c)
@@ -381,10 +426,8 @@ class HFEngine:
             u_samples = uniforms(keys, self.max_new_tokens)
             u_all[is_sample.cpu()] = u_samples
         u_all = u_all.to(self.device)
-        if per > 1:
-            cache = _new_cache([(k[src], v[src]) for k, v in layers])
-        else:
-            cache = _new_cache(layers)
+        room = self.max_new_tokens
+        cache = new_cache([(k[src], v[src]) for k, v in layers] if per > 1 else layers, room=room)
         cur_logits = logits[src] if per > 1 else logits
         cur_mask, cur_pos = mask[src], ends[src].clone()
         alive = torch.arange(n, device=self.device)  # original row index of each batch row
@@ -411,7 +454,7 @@ class HFEngine:
             cur_mask = torch.cat([cur_mask, torch.ones_like(cur_mask[:, :1])], 1)
             res = self._forward(nxt[:, None], cur_mask, cur_pos[:, None], cache, 1)
             cache = res.past_key_values
-            cur_logits = res.logits[:, -1, :].float()
+            cur_logits = res.logits[:, -1, :]
             cur_pos = cur_pos + 1
         seqs = [gen[r, : int(lengths[r])].tolist() for r in range(n)]
         return self.tok.batch_decode(seqs, skip_special_tokens=True)

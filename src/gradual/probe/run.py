@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gradual.answers import is_correct
+from gradual.answers import extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.config import ProbeConfig
 from gradual.data.items import Item
@@ -130,28 +130,32 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
     exact = cfg.estimator == "exact"
     per_q = 1 if exact else 1 + cfg.samples
     q_per_call = max(1, cfg.batch_size // per_q)
+    # Work in exemplar-set order, so consecutive questions share a prefix, but fill every batch across
+    # set boundaries (the engine takes one prefix per row): small relations still get full batches.
+    work: list[tuple[tuple[str, int], str, Item, int]] = []
     for key in sorted(tasks):
         es, members = tasks[key]
         members.sort(key=lambda m: (len(m[0].question), m[0].id))  # similar lengths share little padding
         prefix = probe_prefix(es.items)
-        for start in range(0, len(members), q_per_call):
-            chunk = members[start: start + q_per_call]
-            out = engine.run(
-                prefix, [query(it.question) for it, _ in chunk], greedy=True,
-                samples=0 if exact else cfg.samples,
-                sample_keys=None if exact else [_prompt_key(seed, it.id, key) for it, _ in chunk],
-                continuations=[accepted_continuations(it) for it, _ in chunk] if exact else None,
-                temperature=cfg.temperature, top_k=cfg.top_k,
-            )
-            for r, (it, slot) in enumerate(chunk):
-                g = (out.greedy or [])[r]
-                greedy_ans[it.id][slot] = g
-                greedy_ok[it.id] += is_correct(g, it.answers)
-                if exact:
-                    p_prompts[it.id][slot] = (out.scores or [])[r]
-                else:
-                    samp_ok[it.id] += sum(is_correct(s, it.answers) for s in (out.samples or [])[r])
-            advance(len(chunk) / cfg.nex)
+        work.extend((key, prefix, it, slot) for it, slot in members)
+    for start in range(0, len(work), q_per_call):
+        chunk = work[start: start + q_per_call]
+        out = engine.run(
+            [pf for _, pf, _, _ in chunk], [query(it.question) for _, _, it, _ in chunk], greedy=True,
+            samples=0 if exact else cfg.samples,
+            sample_keys=None if exact else [_prompt_key(seed, it.id, key) for key, _, it, _ in chunk],
+            continuations=[accepted_continuations(it) for _, _, it, _ in chunk] if exact else None,
+            temperature=cfg.temperature, top_k=cfg.top_k,
+        )
+        for r, (_, _, it, slot) in enumerate(chunk):
+            g = (out.greedy or [])[r]
+            greedy_ans[it.id][slot] = extract_answer(g)
+            greedy_ok[it.id] += is_correct(g, it.answers)
+            if exact:
+                p_prompts[it.id][slot] = (out.scores or [])[r]
+            else:
+                samp_ok[it.id] += sum(is_correct(x, it.answers) for x in (out.samples or [])[r])
+        advance(len(chunk) / cfg.nex)
     rows = []
     for it in items:
         p_greedy = greedy_ok[it.id] / cfg.nex

@@ -1,0 +1,97 @@
+"""`gradual probe`: SliCK categories for every item of a dataset (what the model already knows).
+
+Run as: gradual probe --model smollm2-135m --data data/world/train.jsonl --exemplars data/world/dev.jsonl \
+            --out probe.jsonl [--estimator exact] [--repeat 2]
+
+--data is a JSONL file of items, or a dataset folder: then its train split is probed and its dev
+split is the exemplar pool (unless --exemplars is given). Without --exemplars (and with a file) the
+probed items are their own exemplar pool; an item is never its own exemplar.
+Writes OUT.jsonl (one row per item) and OUT.summary.json, atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gradual.config import ProbeConfig
+
+console = Console()
+_D = ProbeConfig()
+
+
+def probe_cmd(
+    data: Path = typer.Option(..., "--data", help="Items to probe: a JSONL file or a dataset folder (train split)."),
+    out: Path = typer.Option(..., "--out", help="Output rows (JSONL); the summary goes beside it as .summary.json."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
+    exemplars: Optional[Path] = typer.Option(None, "--exemplars", help="Exemplar pool JSONL (default: dev split of a "
+                                             "dataset folder, else the probed items)."),
+    estimator: str = typer.Option(_D.estimator, "--estimator", help="sample (the paper's protocol) or exact."),
+    nex: int = typer.Option(_D.nex, "--nex", help="Few-shot prompts (exemplar sets) per question."),
+    shots: int = typer.Option(_D.shots, "--shots", help="Exemplars per prompt."),
+    samples: int = typer.Option(_D.samples, "--samples", help="Sampled answers per prompt."),
+    temperature: float = typer.Option(_D.temperature, "--temperature"),
+    top_k: int = typer.Option(_D.top_k, "--top-k", help="Top-k for sampling (0 = whole vocabulary)."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Exemplar and sampling seed."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Sequences per forward pass."),
+    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached probe exists."),
+    repeat: int = typer.Option(_D.repeat, "--repeat", help="Extra probes with fresh exemplar seeds (noise control)."),
+    limit: int = typer.Option(0, "--limit", help="Probe only the first N items (0 = all)."),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
+    from gradual.data.items import load_dataset_dir, read_items
+    from gradual.errors import UserError
+    from gradual.models import load_model
+    from gradual.probe import CATEGORIES, probe, save_probe, summary_path
+    from gradual.probe.run import validate_config
+
+    cfg = ProbeConfig(estimator=estimator, nex=nex, shots=shots, samples=samples,  # type: ignore[arg-type]
+                      temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache)
+    validate_config(cfg)  # every bad flag before the model loads
+    if limit < 0:
+        raise UserError("--limit: must be >= 0")
+    if not out.name.endswith(".jsonl"):
+        raise UserError(f"--out: {out}: expected a .jsonl path")
+    if data.is_dir():
+        ds = load_dataset_dir(data)
+        items, pool = ds.train, ds.dev
+    else:
+        items, pool = read_items(data), None
+    if exemplars is not None:
+        pool = read_items(exemplars)
+    if limit:
+        items = items[:limit]
+
+    lm = load_model(model, device, dtype)
+    console.print(f"[dim]model {model} on {lm.placement.reason}; {len(items)} items, estimator {cfg.estimator}, "
+                  f"exemplars: {'the probed items' if pool is None else f'{len(pool)} items'}[/]")
+    result = probe(lm, items, pool, cfg, progress=not quiet)
+    save_probe(result, out)
+
+    s = result.summary
+    table = Table("category", "items", "share", title=f"probe: {len(items)} items")
+    for c in CATEGORIES:
+        table.add_row(c, str(s["counts"][c]), f"{s['shares'][c]:.1%}")
+    console.print(table)
+    rate = s["questions_per_s"]
+    console.print(f"wall {s['wall_s']:.1f} s" + (f", {rate:.2f} questions/s" if rate else "") +
+                  (f", {s['passes_cached']} pass(es) from cache" if s["passes_cached"] else ""))
+    if s["noise"]["repeats"]:
+        n = s["noise"]
+        flips = ", ".join(f"{p['flip_rate']:.1%}" for p in n["per_repeat"])
+        console.print(f"noise: category flip rate per repeat {flips}; items changed in any repeat "
+                      f"{n['changed_share']:.1%}")
+    console.print(f"wrote {out} and {summary_path(out)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("probe")(probe_cmd)

@@ -1,0 +1,319 @@
+"""Tests of the knowledge probe: SliCK rules, exemplar sets, the engine (prefix reuse, exact vs sampled
+probabilities), cache, save/load and interruption. Tiny random model; one real-model test.
+
+Run as: .venv/bin/pytest tests/test_probe.py -x
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradual.config import ProbeConfig
+from gradual.data.items import Item, item_from_dict
+from gradual.errors import UserError
+from gradual.probe import CATEGORIES, ProbeResult, categorize, load_probe, probe, save_probe
+from gradual.probe.engine import HFEngine, tempered_topk
+from gradual.probe.run import accepted_continuations, summary_path
+from gradual.probe.slick import ANY_RELATION, assign_exemplar_sets, p_seen_from_prompts
+from gradual.prompts import probe_prefix, query
+
+PUNCT = string.punctuation + " "
+
+
+def _items(rows: list[dict]) -> list[Item]:
+    return [item_from_dict(r, "test", i) for i, r in enumerate(rows, 1)]
+
+
+# -- rules -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("greedy_ok,sample_ok,expected", [
+    (10, 0, "HighlyKnown"), (10, 160, "HighlyKnown"), (9, 0, "MaybeKnown"), (1, 0, "MaybeKnown"),
+    (0, 1, "WeaklyKnown"), (0, 160, "WeaklyKnown"), (0, 0, "Unknown"),
+])
+def test_categorize_counts(greedy_ok: int, sample_ok: int, expected: str) -> None:
+    assert categorize(greedy_ok / 10, sample_ok / 160) == expected
+
+
+def test_categorize_exact_rule() -> None:
+    # p_seen = 1 - prod (1 - p_i)^16 must reach 0.5 for WeaklyKnown under the exact estimator.
+    low = p_seen_from_prompts([0.001] * 10, 16)
+    high = p_seen_from_prompts([0.01] * 10, 16)
+    assert low == pytest.approx(1 - 0.999 ** 160)
+    assert categorize(0.0, 0.001, p_seen=low) == "Unknown"
+    assert categorize(0.0, 0.01, p_seen=high) == "WeaklyKnown"
+    assert categorize(0.3, 0.0, p_seen=0.0) == "MaybeKnown"
+    assert categorize(1.0, 0.0, p_seen=0.0) == "HighlyKnown"
+    assert set(CATEGORIES) == {"HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"}
+
+
+# -- exemplar sets -----------------------------------------------------------------------------------
+
+def test_exemplars_exclude_self_and_respect_relations(sample_items: list[dict]) -> None:
+    items = _items(sample_items)
+    rare = item_from_dict({"id": "r1", "question": "Who wrote Hamlet?", "answers": ["Shakespeare"],
+                           "relation": "author"}, "t", 1)
+    items.append(rare)
+    a = assign_exemplar_sets(items, items, nex=10, shots=4, seed=3)
+    for it in items:
+        sets = a.sets[it.id]
+        assert len(sets) == 10
+        for es in sets:
+            assert len(es.items) == 4
+            assert all(e.id != it.id and e.question != it.question for e in es.items)
+            if it.relation != "author":  # capital: 8 items, continent: 6: enough of their own relation
+                assert all(e.relation == it.relation for e in es.items)
+    # "author" has one item (itself): it falls back to the whole pool, still never itself.
+    assert a.fallback == {"r1"}
+    assert all(es.group == ANY_RELATION for es in a.sets["r1"])
+    # Deterministic for a seed, different for another.
+    b = assign_exemplar_sets(items, items, nex=10, shots=4, seed=3)
+    c = assign_exemplar_sets(items, items, nex=10, shots=4, seed=4)
+    ids = lambda x: {k: [[e.id for e in es.items] for es in v] for k, v in x.sets.items()}  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+
+
+def test_exemplars_separate_pool_same_question_excluded(sample_items: list[dict]) -> None:
+    items = _items(sample_items)
+    # The pool holds the probed question under another id: it must still never be shown.
+    pool = [Item("dev-" + it.id, it.question, it.answers, it.relation) for it in items]
+    a = assign_exemplar_sets(items, pool, nex=5, shots=3, seed=0)
+    for it in items:
+        assert all(e.question != it.question for es in a.sets[it.id] for e in es.items)
+
+
+def test_exemplars_too_few_is_user_error() -> None:
+    items = _items([{"id": "a", "question": "Q1?", "answers": ["x"]}, {"id": "b", "question": "Q2?", "answers": ["y"]}])
+    with pytest.raises(UserError, match="--exemplars"):
+        assign_exemplar_sets(items, items, nex=2, shots=4, seed=0)
+
+
+# -- engine ------------------------------------------------------------------------------------------
+
+PREFIX = "Q: What is the capital of France?\nA: Paris\nQ: Which continent is Peru on?\nA: South America\n"
+SUFFIXES = ["Q: What is the capital of Japan?\nA:", "Q: What is the capital of Peru?\nA:", "Q: Hi?\nA:"]
+
+
+@pytest.mark.parametrize("prefix", [PREFIX, ""])
+def test_prefix_reuse_equals_full_recompute(tiny_lm, prefix: str) -> None:
+    eng = HFEngine(tiny_lm.model, tiny_lm.tokenizer, batch_size=8)
+    for suffixes in (SUFFIXES, SUFFIXES[:2]):  # the second shares a long common opening (LCP path)
+        got = eng.prompt_logits(prefix, suffixes)
+        for i, s in enumerate(suffixes):
+            ids = torch.tensor([eng.encode(prefix) + eng.encode(s)])
+            with torch.no_grad():
+                full = tiny_lm.model(input_ids=ids).logits[0, -1]
+            torch.testing.assert_close(got[i], full, atol=1e-5, rtol=1e-4)
+    # One prefix per row (several exemplar sets in one batch, of different lengths).
+    prefixes = [prefix, "Q: Which continent is Peru on?\nA: South America\n", prefix]
+    got = eng.prompt_logits(prefixes, SUFFIXES)
+    for i, s in enumerate(SUFFIXES):
+        ids = torch.tensor([eng.encode(prefixes[i]) + eng.encode(s)])
+        with torch.no_grad():
+            full = tiny_lm.model(input_ids=ids).logits[0, -1]
+        torch.testing.assert_close(got[i], full, atol=1e-5, rtol=1e-4)
+
+
+def test_score_equals_full_recompute(tiny_lm) -> None:
+    eng = HFEngine(tiny_lm.model, tiny_lm.tokenizer, batch_size=8, max_new_tokens=6)
+    conts = [" Paris", " Tokyo"]
+    t, k = 2.0, 0  # flat distribution so the probabilities are not all ~0
+    got = eng.score(PREFIX, SUFFIXES, [conts] * len(SUFFIXES), t, k)
+    for i, s in enumerate(SUFFIXES):
+        want = 0.0
+        for c in conts:
+            ids = eng.encode(PREFIX) + eng.encode(s) + eng.encode(c)
+            n = len(eng.encode(PREFIX) + eng.encode(s))
+            with torch.no_grad():
+                logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].float()
+            probs, idx = tempered_topk(logits, t, k)
+            p = 1.0
+            for j in range(n, len(ids)):
+                p *= float(probs[j - 1][idx[j - 1] == ids[j]].sum())
+            p *= float((probs[-1] * eng.stop_ok[idx[-1]]).sum())
+            want += p
+        assert got[i] == pytest.approx(want, rel=1e-3, abs=1e-12)
+        assert want > 0
+
+
+class _StopBiased(torch.nn.Module):
+    """The tiny model with +bias on the newline token's logit, so that answers end often enough for the
+    stop factor of the exact probability to be tested (a random model almost never emits "\\n")."""
+
+    def __init__(self, inner: torch.nn.Module, token: int, bias: float) -> None:
+        super().__init__()
+        self.inner, self.token, self.bias = inner, token, bias
+        self.config = inner.config
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kw):  # type: ignore[no-untyped-def]
+        out = self.inner(**kw)
+        out.logits[..., self.token] += self.bias
+        return out
+
+
+def test_exact_probability_matches_sampling_frequency(tiny_lm) -> None:
+    """score() must equal the sampler's frequency of producing that text, within Monte-Carlo error."""
+    t, k, n = 1.0, 8, 20000
+    newline = tiny_lm.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    model = _StopBiased(tiny_lm.model, newline, 1.0)
+    eng = HFEngine(model, tiny_lm.tokenizer, batch_size=n + 1, max_new_tokens=2)
+    texts = eng.sample(PREFIX, SUFFIXES[:1], n, t, k, sample_keys=[12345])[0]
+
+    # Event of answer a: the text is a + "\n" (a, then the newline stop), or exactly a (a, then eos; or
+    # two tokens cut by max_new_tokens=2). The tiny vocabulary has no other stop tokens.
+    assert set(eng.stop.nonzero().flatten().tolist()) == set(eng.stop_ok.nonzero().flatten().tolist())
+    freq = Counter(x[:-1] if x.endswith("\n") else x for x in texts)
+    # Targets: the most frequent answers the tiny model produces, of 1 token (needs the stop factor)
+    # and 2 tokens; canonical tokenization only, so partial UTF-8 bytes (U+FFFD) are left out.
+    targets = [a for a, _ in freq.most_common(200) if "\n" not in a and "\ufffd" not in a
+               and eng.tok.decode(eng.encode(a)) == a]
+    one = [a for a in targets if len(eng.encode(a)) == 1][:3]
+    two = [a for a in targets if len(eng.encode(a)) == 2][:3]
+    assert one and two
+    for a in one + two:
+        p = eng.score(PREFIX, SUFFIXES[:1], [[a]], t, k)[0]
+        f = freq[a] / n
+        se = (max(p, 1e-4) * (1 - p) / n) ** 0.5
+        assert abs(f - p) <= 5 * se + 1e-3, (a, f, p)
+    targets = one + two
+    assert any(freq[a] / n > 0.01 for a in targets)  # non-degenerate
+
+
+def test_sampling_independent_of_batch_size(tiny_lm, sample_items: list[dict]) -> None:
+    items = _items(sample_items)
+    cfg = ProbeConfig(nex=3, shots=2, samples=4, max_new_tokens=4, cache=False)
+    a = probe(tiny_lm, items, None, cfg, progress=False)
+    b = probe(tiny_lm, items, None, ProbeConfig(**{**cfg.__dict__, "batch_size": 5}), progress=False)
+    assert [r.to_dict() for r in a.rows] == [r.to_dict() for r in b.rows]
+
+
+# -- probe(): estimators, cache, repeat, save / load ------------------------------------------------
+
+class _NoEngine:
+    def run(self, *a, **k):  # pragma: no cover - must not be reached on a cache hit
+        raise AssertionError("engine used despite a cache hit")
+
+
+def test_cache_hit_returns_identical_rows(tiny_lm, sample_items: list[dict], tmp_path: Path) -> None:
+    items = _items(sample_items)
+    cfg = ProbeConfig(estimator="exact", nex=3, shots=2, max_new_tokens=4, repeat=1)
+    first = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path)
+    assert first.summary["passes_computed"] == 2
+    again = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path, engine=_NoEngine())  # type: ignore[arg-type]
+    assert [r.to_dict() for r in again.rows] == [r.to_dict() for r in first.rows]
+    assert again.summary["passes_cached"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic entries: no temp files left
+
+
+def test_probe_rows_summary_and_roundtrip(tiny_lm, sample_items: list[dict], tmp_path: Path) -> None:
+    items = _items(sample_items)
+    for est in ("sample", "exact"):
+        cfg = ProbeConfig(estimator=est, nex=3, shots=2, samples=4, max_new_tokens=4, repeat=2, cache=False)
+        res = probe(tiny_lm, items, None, cfg, progress=False)
+        assert [r.id for r in res.rows] == [it.id for it in items]
+        for r in res.rows:
+            assert r.category in CATEGORIES and len(r.greedy_answers) == 3 and len(r.repeat_categories) == 2
+            assert r.category == categorize(r.p_greedy, r.p_sample, p_seen=r.p_seen)
+        s = res.summary
+        assert sum(s["counts"].values()) == len(items) and s["estimator"] == est
+        assert set(s["by_relation"]) == {"capital", "continent"}
+        assert s["model"]["fingerprint"] == tiny_lm.fingerprint and s["config"]["nex"] == 3
+        assert len(s["noise"]["per_repeat"]) == 2 and 0 <= s["noise"]["changed_share"] <= 1
+        out = tmp_path / f"{est}.jsonl"
+        save_probe(res, out)
+        assert summary_path(out).name == f"{est}.summary.json"
+        back = load_probe(out)
+        assert isinstance(back, ProbeResult) and back.categories() == res.categories()
+        assert back.summary == json.loads(json.dumps(res.summary))
+
+
+def test_accepted_continuations_cover_aliases_and_trailing_punctuation() -> None:
+    it = Item("x", "q?", ("Washington, D.C.", "Washington"))
+    assert accepted_continuations(it) == [" Washington, D.C.", " Washington, D.C", " Washington"]
+
+
+def test_bad_config_is_user_error(tiny_lm, sample_items: list[dict]) -> None:
+    with pytest.raises(UserError, match="--nex"):
+        probe(tiny_lm, _items(sample_items), None, ProbeConfig(nex=0), progress=False)
+
+
+# -- CLI and interruption ------------------------------------------------------------------------------
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _gradual() -> list[str]:
+    return [sys.executable, "-m", "gradual.cli"]
+
+
+def test_cli_probe_writes_outputs(tiny_model_dir: Path, sample_items: list[dict], tmp_path: Path) -> None:
+    data = _write(tmp_path / "items.jsonl", sample_items)
+    out = tmp_path / "p.jsonl"
+    env = {**os.environ, "GRADUAL_CACHE": str(tmp_path / "cache")}
+    cmd = _gradual() + ["probe", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                        "--nex", "2", "--shots", "2", "--samples", "2", "--max-new-tokens", "3", "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "HighlyKnown" in res.stdout and len(out.read_text().splitlines()) == len(sample_items)
+    assert json.loads(summary_path(out).read_text())["n_items"] == len(sample_items)
+    bad = subprocess.run(cmd + ["--estimator", "magic"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--estimator" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_probe_leaves_nothing_half_written(tiny_model_dir: Path, tmp_path: Path, sig: int) -> None:
+    rows = [{"id": f"i{i}", "question": f"What is item {i}?", "answers": [f"a{i}"], "relation": f"r{i % 3}"}
+            for i in range(300)]
+    data = _write(tmp_path / "items.jsonl", rows)
+    out = tmp_path / "p.jsonl"
+    env = {**os.environ, "GRADUAL_CACHE": str(tmp_path / "cache")}
+    cmd = _gradual() + ["probe", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                        "--samples", "64", "--batch-size", "130", "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    # A child inherits an ignored SIGINT (e.g. from a background shell job); Ctrl-C must reach it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "model ... items": probing has started
+    assert "model" in line, proc.stderr.read() if proc.stderr else ""
+    time.sleep(1.0)
+    assert proc.poll() is None, "probe finished before it could be interrupted; make it longer"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode in (130, -signal.SIGKILL)
+    assert not out.exists() and not summary_path(out).exists()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jsonl" and "cache" in p.parts]
+    for p in leftovers:  # any cache entry present is complete
+        assert len(p.read_text().splitlines()) == len(rows)
+
+
+# -- real model ------------------------------------------------------------------------------------------
+
+@pytest.mark.real_model
+def test_real_model_capital_of_france_is_highly_known() -> None:
+    from gradual.models import load_model
+
+    lm = load_model("smollm2-135m")
+    caps = [("France", "Paris"), ("Germany", "Berlin"), ("Japan", "Tokyo"), ("Italy", "Rome"),
+            ("Spain", "Madrid"), ("Egypt", "Cairo"), ("Canada", "Ottawa")]
+    items = [Item(f"c{i}", f"What is the capital of {c}?", (a,), "capital", c) for i, (c, a) in enumerate(caps)]
+    res = probe(lm, items[:1], items, ProbeConfig(cache=False), progress=False)
+    row = res.rows[0]
+    assert row.category == "HighlyKnown", row
+    assert all(a.strip() == "Paris" for a in (x.split("\n")[0] for x in row.greedy_answers))
+    exact = probe(lm, items[:1], items, ProbeConfig(estimator="exact", cache=False), progress=False)
+    assert exact.rows[0].category == "HighlyKnown" and exact.rows[0].p_sample > 0.5

@@ -1,0 +1,213 @@
+"""The stage trainer on a tiny random Llama: what it trains, what it keeps, what it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradual.config import TrainConfig
+from gradual.data.items import Item, item_from_dict
+from gradual.prompts import FinetuneFormat
+from gradual.training.data import IGNORE, Collator, LengthGroupedSampler, encode_item, sample_replay
+
+FAST = dict(batch_size=4, lr=5e-3, lora_r=4, lora_dropout=0.0, min_dev=2, max_dev=8)
+
+
+@pytest.fixture
+def lm(tiny_model_dir: Path):
+    """A fresh model per test: train_stage injects LoRA layers into it."""
+    from gradual.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+
+
+@pytest.fixture
+def items(sample_items: list[dict]) -> list[Item]:
+    return [item_from_dict(r, "sample", i) for i, r in enumerate(sample_items)]
+
+
+def _base_key(name: str) -> str:
+    return name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+def _logits(model, tok, text: str = "Q: What is the capital of France?\nA: Paris\n") -> torch.Tensor:
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_encode_and_collate_put_loss_on_answer_tokens_only(lm) -> None:
+    tok, fmt = lm.tokenizer, FinetuneFormat()
+    it = Item("x", "What is the capital of France?", ("Paris",))
+    enc = encode_item(it, tok, fmt)
+    prompt_ids = tok(fmt.prompt(it.question), add_special_tokens=False)["input_ids"]
+    n = len(prompt_ids)
+    assert enc["input_ids"][:n] == prompt_ids
+    assert enc["labels"][:n] == [IGNORE] * n
+    answer = [t for t in enc["labels"] if t != IGNORE]
+    assert tok.decode(answer) == " Paris\n" and enc["input_ids"][n:] == answer
+
+    short = encode_item(Item("y", "Which continent is Peru on?", ("South America",)), tok, fmt)
+    feats = [enc, short]
+    batch = Collator(tok.pad_token_id)(feats)
+    width = max(len(f["input_ids"]) for f in feats)
+    assert batch["input_ids"].shape == (2, width)
+    for r, f in enumerate(feats):
+        k = len(f["input_ids"])
+        assert batch["labels"][r, :k].tolist() == f["labels"]
+        assert (batch["labels"][r, k:] == IGNORE).all() and (batch["attention_mask"][r, k:] == 0).all()
+        assert (batch["attention_mask"][r, :k] == 1).all()
+
+    # Logits only at answer positions: the same loss as the full forward.
+    sliced = Collator(tok.pad_token_id, slice_logits=True)(feats)
+    assert (sliced["shift_labels"] != IGNORE).sum() == (batch["labels"] != IGNORE).sum()
+    with torch.no_grad():
+        full = lm.model(**batch).loss
+        part = lm.model(**sliced).loss
+    assert torch.allclose(full, part, atol=1e-5)
+
+
+def test_length_grouped_sampler() -> None:
+    lengths = [5, 9, 5, 7, 9, 5, 7, 7, 9, 12, 5]
+    s = LengthGroupedSampler(lengths, batch_size=3, seed=1)
+    s.set_epoch(0)
+    e0 = s.batches()
+    assert sorted(i for b in e0 for i in b) == list(range(len(lengths)))
+    # Sorted by length before cutting: a batch spans at most two adjacent lengths here.
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in e0]
+    assert sum(spans) <= 2 * 3 + 7
+    s.set_epoch(0)
+    assert s.batches() == e0  # seeded
+    s.set_epoch(1)
+    assert s.batches() != e0 or len(e0) == 1  # reshuffled per epoch
+
+
+def test_sample_replay_ratio_and_cap(items) -> None:
+    train, pool = items[:6], items[4:]
+    got = sample_replay(pool, 0.5, len(train), seed=0, exclude={it.id for it in train})
+    assert len(got) == 3 and not {it.id for it in got} & {it.id for it in train}
+    assert got == sample_replay(pool, 0.5, len(train), seed=0, exclude={it.id for it in train})
+    assert len(sample_replay(pool, 10.0, len(train), seed=0, exclude={it.id for it in train})) == len(pool) - 2
+    assert sample_replay(pool, 0.0, len(train), seed=0) == []
+
+
+def test_stage_trains_lora_only_and_writes_outputs(lm, items, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    from gradual.train import train_stage
+
+    base_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    train, replay_pool, dev = items[:10], items[10:], items[:4]
+    cfg = TrainConfig(epochs=2, replay_ratio=0.2, **FAST)
+    res = train_stage(lm, train, dev, cfg, tmp_path / "s1", replay_items=replay_pool, progress=False, name="s1")
+
+    assert isinstance(res.model, PeftModel) and res.n_train == 10 and res.n_replay == 2
+    changed_lora = 0
+    for name, p in res.model.named_parameters():
+        if "lora_" in name:
+            changed_lora += int(p.abs().sum() > 0 and "lora_B" in name)  # B starts at zero
+        else:
+            assert torch.equal(p, base_before[_base_key(name)]), name
+    assert changed_lora > 0
+
+    out = tmp_path / "s1"
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "stage.json").exists()
+    rows = [json.loads(x) for x in (out / "train_items.jsonl").read_text().splitlines()]
+    assert [r["replay"] for r in rows] == [False] * 10 + [True] * 2
+    assert {r["id"] for r in rows if r["replay"]} <= {it.id for it in replay_pool}
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and sum(m["best"] for m in metrics) == 1
+    assert all(m["train_loss"] is not None and m["dev_n"] == 4 for m in metrics)
+    assert metrics == res.metrics
+
+
+def test_saved_adapter_loads_with_same_logits_and_merge(lm, items, tmp_path: Path, tiny_model_dir: Path) -> None:
+    from peft import PeftModel
+
+    from gradual.models import load_model
+    from gradual.train import load_stage_result, merge_into_base, stage_done, train_stage
+
+    res = train_stage(lm, items[:8], [], TrainConfig(epochs=1, **FAST), tmp_path / "s", progress=False)
+    assert res.selection == "last" and res.dev_accuracy is None
+    want = _logits(res.model, lm.tokenizer)
+    fresh = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+    assert not torch.allclose(_logits(fresh.model, fresh.tokenizer), want, atol=1e-4)  # training did something
+    loaded = PeftModel.from_pretrained(fresh.model, str(tmp_path / "s" / "adapter"))
+    assert torch.allclose(_logits(loaded, lm.tokenizer), want, atol=1e-5)
+
+    assert stage_done(tmp_path / "s")
+    again = load_stage_result(load_model(str(tiny_model_dir), device="cpu", dtype="fp32"), tmp_path / "s")
+    assert again.best_epoch == res.best_epoch and again.metrics == res.metrics
+    assert torch.allclose(_logits(again.model, lm.tokenizer), want, atol=1e-5)
+
+    merged = merge_into_base(res.model)
+    assert not isinstance(merged, PeftModel)
+    assert torch.allclose(_logits(merged, lm.tokenizer), want, atol=1e-4)
+    assert merge_into_base(merged) is merged  # identity on a plain model
+
+
+def test_early_stopping_restores_best_epoch(lm, items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradual.train as train_mod
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    accs = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def fake_dev(model, tokenizer, dev_items, fmt, autocast=None, batch_size=64):
+        snapshots.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return next(accs)
+
+    monkeypatch.setattr(train_mod, "evaluate_dev", fake_dev)
+    cfg = TrainConfig(epochs=6, patience=2, **FAST)
+    res = train_mod.train_stage(lm, items[:8], items[8:12], cfg, tmp_path / "es", progress=False)
+    assert res.best_epoch == 2 and res.dev_accuracy == 0.5
+    assert len(res.metrics) == 4 and res.stopped_early  # epochs 3 and 4 did not improve
+    assert [m["best"] for m in res.metrics] == [False, True, False, False]
+    assert not all(torch.equal(snapshots[1][k], snapshots[3][k]) for k in snapshots[1])  # weights moved on
+    now = get_peft_model_state_dict(res.model)
+    assert all(torch.equal(now[k], snapshots[1][k]) for k in snapshots[1])
+    saved = load_file(str(tmp_path / "es" / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(saved[k], snapshots[1][k]) for k in snapshots[1])
+
+
+def test_small_dev_trains_all_epochs_and_keeps_last(lm, items, tmp_path: Path) -> None:
+    from gradual.train import train_stage
+
+    cfg = TrainConfig(epochs=2, **{**FAST, "min_dev": 20})
+    res = train_stage(lm, items[:6], items[6:9], cfg, tmp_path / "sd", progress=False)
+    assert res.selection == "last" and res.best_epoch == 2 and "min_dev" in res.note
+    assert all(m["selection"] == "last" and m["dev_accuracy"] is not None for m in res.metrics)
+
+
+def test_empty_training_set_is_an_error(lm, tmp_path: Path) -> None:
+    from gradual.train import train_stage
+
+    with pytest.raises(ValueError, match="no training items"):
+        train_stage(lm, [], [], TrainConfig(), tmp_path / "e", progress=False)
+
+
+def test_cli_train(tiny_model_dir: Path, sample_items: list[dict], tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    from gradual.cli import main
+    from tests.conftest import write_jsonl
+
+    data = write_jsonl(tmp_path / "train.jsonl", sample_items[:8])
+    dev = write_jsonl(tmp_path / "dev.jsonl", sample_items[8:])
+    out = tmp_path / "cli"
+    args = ["gradual", "train", "--model", str(tiny_model_dir), "--data", str(data), "--dev", str(dev),
+            "--out", str(out), "--epochs", "2", "--batch-size", "4", "--min-dev", "2", "--device", "cpu",
+            "--dtype", "fp32", "--quiet"]
+    monkeypatch.setattr(sys, "argv", args)
+    main()  # returns normally on success
+    text = capsys.readouterr().out
+    assert "best epoch" in text and (out / "adapter" / "adapter_model.safetensors").exists()
+
+    monkeypatch.setattr(sys, "argv", args[:-1] + ["--replay-ratio", "0.3"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2 and "--replay-ratio" in capsys.readouterr().err
