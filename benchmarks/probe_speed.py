@@ -1,6 +1,6 @@
 """Probe speed: the naive baseline vs the sample and exact estimators, in one run, on one machine.
 
-Run as: .venv/bin/python benchmarks/probe_speed.py [--items 60] [--naive-items 4] [--seed 0]
+Run as: .venv/bin/python benchmarks/probe_speed.py [--items 150] [--naive-items 2] [--threads 1] [--seed 0]
 
 Setup: the embedded default model (smollm2-135m, placed by gradual.models.choose_placement), a fixed
 sample of `--items` items of the world benchmark's train split (gradual.data.world.build_world, seed
@@ -149,8 +149,8 @@ def raw_forward_tps(lm, rows: int = 256, length: int = 64) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--items", type=int, default=60, help="items probed by the sample and exact estimators")
-    ap.add_argument("--naive-items", type=int, default=3, help="items timed for the naive baseline")
+    ap.add_argument("--items", type=int, default=150, help="items probed by the sample and exact estimators")
+    ap.add_argument("--naive-items", type=int, default=2, help="items timed for the naive baseline")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default); on a shared "
