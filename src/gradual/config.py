@@ -154,6 +154,13 @@ def _ranges(cfg: RunConfig, errors: list[str]) -> None:
             errors.append(f"{key}: value out of range")
 
 
+def _known_strategy(cfg: RunConfig, errors: list[str]) -> None:
+    from gradual.strategies import STRATEGIES  # imported late: strategies imports this module
+
+    if cfg.strategy not in STRATEGIES:
+        errors.append(f"strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur = data
     *parents, last = dotted.split(".")
@@ -185,6 +192,7 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     cfg = _build(RunConfig, data, "", errors)
     if not errors:
         _ranges(cfg, errors)
+        _known_strategy(cfg, errors)
     if errors:
         src = f"{path}: " if path else ""
         raise UserError(src + "invalid config:\n  " + "\n  ".join(errors))

@@ -319,7 +319,7 @@ def load_stage_result(lm: Any, out_dir: Path) -> StageResult:
         from transformers import AutoModelForCausalLM
 
         dtype = next(lm.model.parameters()).dtype
-        model = AutoModelForCausalLM.from_pretrained(str(out_dir / MODEL_DIR), torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(out_dir / MODEL_DIR), dtype=dtype)
         model.to(next(lm.model.parameters()).device)
     model.eval()
     lm.model = model
