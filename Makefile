@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not real_model and not browser"
+	$(BIN)/python -m pytest -q -m "not real_model and not browser"
 
 demo: setup
 	$(BIN)/gradual run --config configs/default.yaml --out runs/demo --resume

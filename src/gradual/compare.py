@@ -145,8 +145,9 @@ def run_compare(
     t0 = time.time()
     # Build and validate every config first: a typo fails before hours of runs, not after.
     plan = []
-    for s in strategies:
-        for k in seeds:
+    # Seed-major order: an interrupted compare still has every strategy for the first seeds.
+    for k in seeds:
+        for s in strategies:
             cfg = load_run_config(config, {**(overrides or {}), "strategy": s, "seed": k})
             plan.append((s, k, cfg, out / "runs" / run_name(s, k)))
 
