@@ -205,7 +205,7 @@ class Pipeline:
         noise = base_train.summary.get("noise") or {}
         summary = {
             "strategy": self.cfg.strategy, "model": self.cfg.model,
-            "model_fingerprint": base_train.summary.get("model_fingerprint"),
+            "model_fingerprint": (base_train.summary.get("model") or {}).get("fingerprint"),
             "seed": self.cfg.seed, "data": data.source,
             "stages": stage_records,
             "categories": [{"stage": i, "counts": category_counts(h)} for i, h in enumerate(history)],
