@@ -27,7 +27,7 @@ def _config(tmp: Path, model_dir: Path, data: Path, strategy: str = "all", **ext
     cfg = {
         "model": str(model_dir), "data": str(data), "strategy": strategy, "seed": 0,
         "device": "cpu", "dtype": "fp32",
-        "probe": {"estimator": "exact", "nex": 2, "shots": 2, "max_new_tokens": 4, "batch_size": 8},
+        "probe": {"estimator": "exact", "nex": 2, "shots": 2, "max_new_tokens": 4, "batch_size": 8, "repeat": 1},
         "train": {"epochs": 2, "batch_size": 4, "lr": 0.01, "min_dev": 1, "max_dev": 8},
         "stage2": {"epochs": 1},
     }
@@ -66,6 +66,8 @@ def test_run_writes_contract(tmp_path: Path, tiny_model_dir: Path, sample_items:
         assert key in summary
     assert summary["stages"][0]["n_train"] == len(sample_items)
     assert sum(map(sum, summary["transitions"]["counts"])) == len(sample_items)
+    # The base probe's noise control (probe.repeat = 1) reaches the summary as a chance flip rate.
+    assert summary["noise"]["repeats"] == 1 and 0.0 <= summary["noise"]["flip_rate"] <= 1.0
     assert (out / "stages" / "stage1" / "adapter" / "adapter_config.json").exists()
     assert (out / "config.yaml").exists() and (out / "probe" / "base_train.jsonl").exists()
     # A second run into the same folder without --resume is refused with exit 2.

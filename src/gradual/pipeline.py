@@ -216,7 +216,8 @@ class Pipeline:
                              "after": sum(c == "HighlyKnown" for c in after.values())},
             "test_accuracy": {"overall": ev["accuracy"], "n": ev["n"], "by_category": ev["by_category"]},
             "hallucination_rate": ev.get("hallucination_rate"),
-            "noise": {"flip_rate": noise.get("flip_rate"), "repeats": noise.get("repeats", 0)},
+            "noise": {"flip_rate": noise.get("mean_flip_rate"), "changed_share": noise.get("changed_share"),
+                      "repeats": noise.get("repeats", 0)},
             "wall_s": round(time.time() - self.t0, 1),
         }
         write_json(self.out / "summary.json", summary)
