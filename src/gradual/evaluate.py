@@ -257,8 +257,7 @@ def load_categories(path: str | Path) -> dict[str, str]:
     Only the two fields are read, so a hand-made or older probe file works too; each line is
     checked, and errors name the file and line.
     """
-    import json
-
+    from gradual.data.items import iter_json_lines
     from gradual.errors import UserError, where
 
     p = Path(path)
@@ -266,17 +265,7 @@ def load_categories(path: str | Path) -> dict[str, str]:
         raise UserError(f"--categories: {p}: no such probe file")
     known = set(_categories())
     out: dict[str, str] = {}
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not valid UTF-8") from None
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where(p, lineno)}: malformed JSON ({exc.msg})") from None
+    for lineno, row in iter_json_lines(p):
         if not isinstance(row, dict) or "id" not in row or "category" not in row:
             raise UserError(f"{where(p, lineno)}: expected an object with 'id' and 'category'")
         if row["category"] not in known:

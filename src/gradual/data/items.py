@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from gradual.atomic import atomic_open
 from gradual.errors import UserError, where
@@ -74,27 +74,38 @@ def item_from_dict(obj: Any, path: str | os.PathLike[str], line: int | None) -> 
     )
 
 
-def read_items(path: str | os.PathLike[str]) -> list[Item]:
-    """Read and validate a JSONL file of items. Raises UserError naming file and line."""
+def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded object) for each non-blank line of a user's JSONL file.
+
+    The one reader of user JSONL: a missing file, a folder, non-UTF-8 bytes and malformed JSON all
+    raise UserError naming the file and line.
+    """
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
     if p.is_dir():
         raise UserError(f"{p}: is a folder, expected a .jsonl file")
+    data = p.read_bytes()
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise UserError(f"{where(p, line)}: not valid UTF-8 (byte {exc.start})") from None
-    items: list[Item] = []
-    seen: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            yield lineno, json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where(p, lineno)}: malformed JSON ({exc.msg})") from None
+
+
+def read_items(path: str | os.PathLike[str]) -> list[Item]:
+    """Read and validate a JSONL file of items. Raises UserError naming file and line."""
+    p = Path(path)
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for lineno, obj in iter_json_lines(p):
         item = item_from_dict(obj, p, lineno)
         if item.id in seen:
             raise UserError(f"{where(p, lineno)}: duplicate id {item.id!r} (first on line {seen[item.id]})")
