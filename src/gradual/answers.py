@@ -1,8 +1,23 @@
 """Answer normalization and alias-aware exact match: the single definition of "correct".
 
-Normalization follows the SQuAD/EntityQuestions convention (lower-case, strip punctuation and the
-articles a/an/the, fold white space) and also folds accents, so "Côte d'Ivoire" matches
-"Cote d'Ivoire": a model that drops a diacritic knows the fact.
+A prediction is correct when, after extracting the answer (text up to the first newline), it equals
+an accepted answer (canonical or alias) under either of two normalizations:
+
+  squad     the SQuAD/TriviaQA scorer that lm-evaluation-harness and the datasets' own scripts use:
+            lower-case, *delete* punctuation, drop the articles a/an/the, fold white space. It makes
+            "U.S.A." == "USA", "Washington, D.C." == "Washington DC", "1,000" == "1000",
+            "O'Brien" == "OBrien".
+  ours      folds accents ("Côte d'Ivoire" == "Cote d'Ivoire": a model that drops a diacritic knows
+            the fact), lower-cases, drops articles that are whole words of the original text, then
+            turns punctuation into a space ("Guinea-Bissau" == "Guinea Bissau").
+
+Accepting either keeps every match the standard scorer makes, so our figures are never stricter
+than published ones. Articles are only dropped as whole words of the text as written: turning
+"U.S.A." into "u s a" first and then dropping "a" (our old bug) made it equal "U.S.". When dropping
+articles would leave nothing ("The The", "A"), they are kept.
+
+SCORER_VERSION names this definition; it is part of every probe cache key, so categories computed
+under an older scorer are never reused.
 """
 
 from __future__ import annotations
@@ -12,17 +27,44 @@ import string
 import unicodedata
 from typing import Iterable
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…", "«", "»"}
+SCORER_VERSION = "em-squad-or-folded-v2"
+
+# Punctuation that counts as "not part of the answer": ASCII plus the typographic marks models emit.
+PUNCTUATION = frozenset(string.punctuation) | frozenset("‘’“”–—…«»")
+
+_ARTICLES = frozenset({"a", "an", "the"})
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SQUAD_PUNCT = frozenset(string.punctuation)
+
+
+def _fold_accents(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def _drop_whole_word_articles(text: str) -> str:
+    """Drop tokens (split on white space) that are an article, ignoring punctuation around them."""
+    words = text.split()
+    kept = [w for w in words if w.strip("".join(PUNCTUATION)) not in _ARTICLES]
+    return " ".join(kept) if kept else text
 
 
 def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.lower()
-    text = "".join(" " if ch in _PUNCT else ch for ch in text)
-    text = _ARTICLES.sub(" ", text)
+    """Our normalization (see the module docstring): accents folded, whole-word articles dropped,
+    punctuation as a space, white space folded."""
+    text = _drop_whole_word_articles(_fold_accents(text).lower())
+    text = "".join(" " if ch in PUNCTUATION else ch for ch in text)
     return " ".join(text.split())
+
+
+def normalize_squad(text: str) -> str:
+    """The SQuAD v1.1 `normalize_answer`: lower, delete punctuation, drop articles, fold white space.
+
+    As in the official script, articles are removed after punctuation is deleted; if that empties the
+    answer, the articles are kept (so "The The" is not the empty string)."""
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCT)
+    dropped = " ".join(_SQUAD_ARTICLES.sub(" ", text).split())
+    return dropped or " ".join(text.split())
 
 
 def extract_answer(generation: str) -> str:
@@ -31,8 +73,12 @@ def extract_answer(generation: str) -> str:
 
 
 def is_correct(prediction: str, answers: Iterable[str]) -> bool:
-    """Exact match after normalization against any accepted answer (canonical or alias)."""
-    pred = normalize(extract_answer(prediction))
-    if not pred:
+    """Exact match of the extracted answer against any accepted answer, under either normalization."""
+    raw = extract_answer(prediction)
+    ours, squad = normalize(raw), normalize_squad(raw)
+    if not ours and not squad:
         return False
-    return any(pred == normalize(a) for a in answers)
+    for a in answers:
+        if (ours and ours == normalize(a)) or (squad and squad == normalize_squad(a)):
+            return True
+    return False

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gradual.answers import extract_answer, is_correct
+from gradual.answers import SCORER_VERSION, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.config import ProbeConfig
 from gradual.data.items import Item
@@ -240,7 +240,7 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
         "items": pcache.items_hash(items), "exemplars": ("self" if exemplars is None else "file") + ":" +
         pcache.items_hash(pool), "estimator": config.estimator, "nex": config.nex, "shots": config.shots,
         "samples": config.samples, "temperature": config.temperature, "top_k": config.top_k,
-        "max_new_tokens": config.max_new_tokens,
+        "max_new_tokens": config.max_new_tokens, "scorer": SCORER_VERSION,
     }
     cdir = (cache_dir or default_cache_dir() / "probe") if config.cache else None
     seeds = [config.seed + r for r in range(config.repeat + 1)]
@@ -303,6 +303,7 @@ def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int
         "n_items": n,
         "estimator": cfg.estimator,
         "rule": RULES[cfg.estimator],
+        "scorer": SCORER_VERSION,
         "counts": counts,
         "shares": {c: (counts[c] / n if n else 0.0) for c in CATEGORIES},
         "by_relation": by_rel,
