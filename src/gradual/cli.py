@@ -35,7 +35,7 @@ err_console = Console(stderr=True)
 def _register() -> None:
     # Imported here so `gradual --help` stays importable even while one group is broken.
     # Each module exposes register(app), adding its command or command group.
-    for mod_name in ("data", "model", "probe", "train", "run", "evaluate", "compare", "report"):
+    for mod_name in ("data", "model", "probe", "train", "run", "evaluate", "compare", "report", "export"):
         try:
             mod = __import__(f"gradual.commands.{mod_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
