@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gradual.data.formats import FORMATS, ImportOptions, import_dataset, json_array_with_lines
+from gradual.data.formats import FORMATS, ImportOptions, import_dataset, json_array_with_lines, load_source
 from gradual.data.items import SPLITS, Item, load_dataset_dir
 from gradual.data.splits import split_items, subject_overlap
 from gradual.data.stats import dataset_stats
@@ -160,6 +160,74 @@ def test_hf_single_split_is_resplit(tmp_path: Path) -> None:
     ds = load_dataset_dir(out)
     assert [len(ds.split(s)) for s in SPLITS] == [14, 2, 4]
     assert {it.id for s in SPLITS for it in ds.split(s)} == set(rows["id"])
+
+
+def test_hf_json_encoded_answer_lists_are_split(tmp_path: Path) -> None:
+    """PopQA on the hub keeps `possible_answers` as a JSON list inside a string: each alias is an answer."""
+
+    def part(rows: list[tuple[str, str]]) -> dict[str, list]:
+        return {"question": [q for q, _ in rows], "possible_answers": [a for _, a in rows], "id": [q for q, _ in rows]}
+
+    src = _save_hf(tmp_path / "popqa-hf", {
+        "train": part([("Capital of France?", '["Paris", "City of Light"]'), ("Capital of Peru?", "Lima")]),
+        "validation": part([("Capital of Italy?", ' ["Rome", "Roma", ""] ')]),
+        "test": part([("Capital of Japan?", '["Tokyo"]')]),
+    })
+    r = cli("data", "import", "--format", "hf", str(src), "--answer-col", "possible_answers", "--out", str(tmp_path / "ds"))
+    assert r.returncode == 0, r.stderr
+    ds = load_dataset_dir(tmp_path / "ds")
+    by_id = {it.id: it for s in SPLITS for it in ds.split(s)}
+    assert by_id["Capital of France?"].answers == ("Paris", "City of Light")
+    assert by_id["Capital of Peru?"].answers == ("Lima",)  # a plain string stays one answer
+    assert by_id["Capital of Italy?"].answers == ("Rome", "Roma")  # blank aliases dropped
+    assert [it.answers for it in ds.test] == [("Tokyo",)]
+
+
+@pytest.mark.parametrize("fmt,sep", [("csv", ","), ("tsv", "\t")])
+def test_table_json_encoded_answer_lists_are_split(tmp_path: Path, fmt: str, sep: str) -> None:
+    # The JSON list holds the alias separator "|" and, in the csv, commas: it is not split further.
+    src = tmp_path / f"qa.{fmt}"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        import csv
+
+        w = csv.writer(f, delimiter=sep)
+        w.writerow(["id", "question", "answers"])
+        w.writerow(["fr", "Capital of France?", J(["Paris", "City of Light", "Lutetia|Lutèce"])])
+        w.writerow(["pe", "Capital of Peru?", "Lima|Ciudad de los Reyes"])
+        w.writerow(["ci", "Capital of Côte d'Ivoire?", J(["Yamoussoukro", "Abidjan, former"])])
+    by_id = {it.id: it for it in load_source(fmt, src).items}
+    assert by_id["fr"].answers == ("Paris", "City of Light", "Lutetia|Lutèce")
+    assert by_id["pe"].answers == ("Lima", "Ciudad de los Reyes")
+    assert by_id["ci"].answers == ("Yamoussoukro", "Abidjan, former")
+
+
+# A cell that starts with "[" but is not a JSON list of strings is a broken export, not an answer:
+# kept as the literal "[Paris" it would be an answer no model output ever matches.
+MALFORMED_CELLS = [
+    ("[Paris", "'answers' is not a JSON list (Expecting value); a cell starting with '[' is read as a JSON list"),
+    ('["Paris", "City of Light"', "'answers' is not a JSON list"),
+    ("[1, 2]", "'answers' must be a JSON list of strings, item 0 is int"),
+    ("[]", "'answers' is empty"),
+]
+
+
+@pytest.mark.parametrize("cell,expected", MALFORMED_CELLS, ids=[c for c, _ in MALFORMED_CELLS])
+def test_table_malformed_json_answer_cell_exits_2(tmp_path: Path, cell: str, expected: str) -> None:
+    (tmp_path / "bad.tsv").write_text(f"question\tanswers\nQ?\tx\nR?\t{cell}\n", encoding="utf-8")
+    r = cli("data", "import", "--format", "tsv", "bad.tsv", "--out", "out", cwd=tmp_path)
+    _assert_user_error(r, f"bad.tsv:3: {expected}", tmp_path / "out")
+
+
+def test_table_literal_bracket_answer_as_json_list(tmp_path: Path) -> None:
+    # The escape hatch the error message names: an answer that really starts with "[".
+    (tmp_path / "ok.csv").write_text('question,answers\nQ?,"[""[Paris""]"\n', encoding="utf-8")
+    assert load_source("csv", tmp_path / "ok.csv").items[0].answers == ("[Paris",)
+
+
+def test_hf_malformed_json_answer_cell_exits_2(tmp_path: Path) -> None:
+    src = _save_hf(tmp_path / "hfjson", {"train": {"question": ["a?", "b?"], "possible_answers": ['["x"]', "[Paris"]}})
+    r = cli("data", "import", "-f", "hf", str(src), "--answer-col", "possible_answers", "-o", str(tmp_path / "out"))
+    _assert_user_error(r, "hfjson[train] row 1: 'possible_answers' is not a JSON list", tmp_path / "out")
 
 
 def test_import_is_deterministic_and_seeded(tmp_path: Path) -> None:

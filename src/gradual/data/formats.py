@@ -218,6 +218,49 @@ def _opt_str(val: Any) -> str | None:
     return s or None
 
 
+# --- answer cells: a JSON-encoded list or a plain string ------------------------------------------
+
+# Shown with a malformed JSON-looking cell: the escape hatch for an answer that really starts with "[".
+_LITERAL_HINT = "a cell starting with '[' is read as a JSON list of answers; write a literal answer as [\"...\"]"
+
+
+def json_string_list(text: str, loc: str, col: str, hint: str = "") -> list[str]:
+    """`text` parsed as a JSON list of strings (blank items dropped); a UserError naming loc and col else."""
+    tail = f"; {hint}" if hint else ""
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{loc}: '{col}' is not a JSON list ({exc.msg}){tail}") from None
+    if not isinstance(val, list):
+        raise UserError(f"{loc}: '{col}' must be a JSON list, got {type(val).__name__}")
+    bad = next((k for k, a in enumerate(val) if not isinstance(a, str)), None)
+    if bad is not None:
+        raise UserError(f"{loc}: '{col}' must be a JSON list of strings, item {bad} is {type(val[bad]).__name__}")
+    answers = [a for a in val if a.strip()]
+    if not answers:
+        raise UserError(f"{loc}: '{col}' is empty")
+    return answers
+
+
+def answers_from_cell(cell: str, loc: str, col: str, sep: str = "") -> list[str]:
+    """The answers in one string cell (csv, tsv, or a string column of an hf dataset).
+
+    Hub and spreadsheet exports often store the alias list JSON-encoded inside a string, e.g.
+    PopQA's '["Paris", "City of Light"]', so a cell starting with "[" is read as that list. A
+    malformed one ('[Paris') is an error, not a literal answer: it is almost always a broken
+    export, and kept as-is it would be an answer no model output can ever match. Any other cell
+    is split on `sep` (when given); blank parts are dropped.
+    """
+    text = cell.strip()
+    if text.startswith("["):
+        return json_string_list(text, loc, col, _LITERAL_HINT)
+    answers = [a.strip() for a in text.split(sep)] if sep else [text]
+    answers = [a for a in answers if a]
+    if not answers:
+        raise UserError(f"{loc}: empty answer in column {col!r}")
+    return answers
+
+
 # --- readers, one per format ---------------------------------------------------------------------
 
 
@@ -232,18 +275,6 @@ def read_jsonl(path: Path, opts: ImportOptions) -> Loaded:
         obj.setdefault("id", f"{path.stem}:{line}")
         col.add(obj, path, line)
     return Loaded(col.result(path))
-
-
-def _split_cell(cell: str, sep: str) -> list[str]:
-    cell = cell.strip()
-    if cell.startswith("["):
-        try:
-            val = json.loads(cell)
-        except json.JSONDecodeError:
-            val = None
-        if isinstance(val, list):
-            return val
-    return [a.strip() for a in cell.split(sep)] if sep else [cell]
 
 
 def _pick(header: list[str], given: str | None, flag: str, path: Path, *defaults: str) -> str | None:
@@ -266,10 +297,7 @@ def _read_table(path: Path, opts: ImportOptions, delimiter: str) -> Loaded:
     icol = _pick(header, opts.id_col, "--id-col", path, "id")
     col = Collector()
     for row, line in rows:
-        answers = _split_cell(row[acol], opts.alias_sep)
-        if not any(isinstance(a, str) and a.strip() for a in answers):
-            raise UserError(f"{where(path, line)}: empty answer in column {acol!r}")
-        answers = [a for a in answers if not (isinstance(a, str) and not a.strip())]
+        answers = answers_from_cell(row[acol], where(path, line), acol, opts.alias_sep)
         obj = {
             "id": (row[icol].strip() if icol else "") or f"{path.stem}:{line}",
             "question": row[qcol or ""],
@@ -298,15 +326,8 @@ def read_popqa(path: Path, opts: ImportOptions) -> Loaded:
             raise UserError(f"{where(path, 1)}: no column {need!r} (not a PopQA TSV); columns are: {', '.join(header)}")
     col = Collector()
     for row, line in rows:
-        loc = where(path, line)
-        try:
-            answers = json.loads(row["possible_answers"])
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{loc}: 'possible_answers' is not a JSON list ({exc.msg})") from None
-        if not isinstance(answers, list):
-            raise UserError(f"{loc}: 'possible_answers' must be a JSON list, got {type(answers).__name__}")
-        if not answers:
-            raise UserError(f"{loc}: 'possible_answers' is empty")
+        # PopQA's column is always JSON, so a bare string is an error here, not a single answer.
+        answers = json_string_list(row["possible_answers"], where(path, line), "possible_answers")
         col.add(
             {
                 "id": _opt_str(row.get("id")) or f"{path.stem}:{line}",
@@ -444,10 +465,11 @@ def read_entityquestions(path: Path, opts: ImportOptions) -> Loaded:
 _HF_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
 
 
-def _hf_answers(val: Any) -> Any:
-    """Common answer shapes on the hub: a string, a list, {"value", "aliases"}, {"text": [...]}."""
+def _hf_answers(val: Any, loc: str, col: str) -> Any:
+    """Common answer shapes on the hub: a string (maybe a JSON-encoded list), a list,
+    {"value", "aliases"}, {"text": [...]}. Other shapes are returned as they are, for the caller to reject."""
     if isinstance(val, str):
-        return [val]
+        return answers_from_cell(val, loc, col)
     if isinstance(val, dict):
         if "value" in val:
             aliases = val.get("aliases") or []
@@ -501,7 +523,7 @@ def read_hf(path: Path, opts: ImportOptions) -> Loaded:
                 raise UserError(f"{loc0}: no column {c!r} ({flag}); columns are: {', '.join(cols)}")
         for i, row in enumerate(part):
             loc = f"{loc0} row {i}"
-            answers = _hf_answers(row[acol])
+            answers = _hf_answers(row[acol], loc, acol)
             if not isinstance(answers, list):
                 raise UserError(f"{loc}: '{acol}' must be a list of strings, got {type(answers).__name__}")
             if not answers:
