@@ -106,8 +106,8 @@ def read_probe_rows(path: Path) -> list[tuple[Item, str]]:
     """(item, category) per row of a probe file, validated with file:line errors.
 
     A probe row is an item plus its category, so it goes through the item validator. (Not
-    probe.load_probe: that imports the torch probe engine, seconds for a file conversion, and its
-    trusted reader reports no line numbers.)
+    probe.load_probe: its reader trusts the file, so a hand-edited or truncated probe file fails
+    without a line number, and rows lacking question/answers would export as blank items.)
     """
     rows: list[tuple[Item, str]] = []
     seen: dict[str, int] = {}
