@@ -48,7 +48,7 @@ def _env(tmp: Path) -> dict:
 
 def _strip_times(obj):
     if isinstance(obj, dict):
-        return {k: _strip_times(v) for k, v in obj.items() if k not in ("wall_s",)}
+        return {k: _strip_times(v) for k, v in obj.items() if not k.endswith("wall_s")}
     if isinstance(obj, list):
         return [_strip_times(v) for v in obj]
     return obj
@@ -110,6 +110,10 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path: Path, tiny_model_dir:
     a = json.loads((ref / "summary.json").read_text())
     b = json.loads((out / "summary.json").read_text())
     assert _strip_times(a) == _strip_times(b)
+    # wall_s sums every step, including the base probes the killed process finished.
+    probe_s = json.loads((out / "probe" / "base_train.summary.json").read_text())["wall_s"]
+    assert b["steps_wall_s"]["probe base_train"] == pytest.approx(probe_s, abs=0.05)
+    assert b["wall_s"] == pytest.approx(sum(b["steps_wall_s"].values()), abs=0.5)
     # A finished run with --resume only reprints its summary.
     again = _gradual("run", "--config", str(cfg), "--out", str(out), "--resume", "--quiet", env=env)
     assert again.returncode == 0 and json.loads((out / "summary.json").read_text()) == b

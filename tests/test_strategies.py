@@ -48,6 +48,21 @@ def test_gradual_stages() -> None:
     assert plan_stage("gradual", 3, ITEMS, [H0, H1, H2], cfg) is None
 
 
+def test_gradual_mk_trains_everything_maybeknown_after_stage1() -> None:
+    """Reading (b): MaybeKnown after stage 1 (b forgot from H, e moved up from W) plus moved-up items
+    (g: U -> H), in item order; same stage-2 settings and replay pool as gradual."""
+    cfg = RunConfig(seed=1)
+    assert ids(plan_stage("gradual-mk", 1, ITEMS, [H0], cfg)) == ["c", "d"]
+    p2 = plan_stage("gradual-mk", 2, ITEMS, [H0, H1], cfg)
+    assert ids(p2) == ["b", "e", "g"]
+    assert [it.id for it in p2.replay] == ["a", "b"]
+    assert p2.train == plan_stage("gradual", 2, ITEMS, [H0, H1], cfg).train
+    assert "3 of 8" in p2.note
+    assert plan_stage("gradual-mk", 3, ITEMS, [H0, H1, H2], cfg) is None
+    stayed = dict(H0)  # nothing moved: stage 2 is the items still MaybeKnown
+    assert ids(plan_stage("gradual-mk", 2, ITEMS, [H0, stayed], cfg)) == ["c", "d"]
+
+
 def test_gradual_empty_cases() -> None:
     cfg = RunConfig()
     none_maybe = {i: H for i in IDS}
@@ -111,7 +126,7 @@ def test_random_baseline() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert set(STRATEGIES) == {"gradual", "frontier", "all", "maybeknown", "known", "no-unknown", "random"}
+    assert set(STRATEGIES) == {"gradual", "gradual-mk", "frontier", "all", "maybeknown", "known", "no-unknown", "random"}
     with pytest.raises(UserError, match="--strategy"):
         plan_stage("nope", 1, ITEMS, [H0], RunConfig())
     with pytest.raises(ValueError, match="no category"):

@@ -15,7 +15,6 @@ interrupted or not; that is what makes a resumed run end with the same summary.
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import random
 import sys
@@ -33,7 +32,6 @@ from gradual.data.items import Item, load_dataset_dir
 from gradual.errors import UserError
 from gradual.models import LoadedModel, load_model
 
-log = logging.getLogger(__name__)
 
 DEFAULT_WORLD = Path("data/world")
 
@@ -99,19 +97,26 @@ class Pipeline:
 
     # -- model -----------------------------------------------------------------------------
     def model_after(self, stages: int) -> LoadedModel:
-        """Base model with the adapters of stages 1..`stages` merged in order (see module doc)."""
-        lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
-        if stages == 0:
-            return lm
-        from peft import PeftModel
+        """The weights after stage `stages`, rebuilt the same way whether or not the run was resumed.
 
-        for k in range(1, stages + 1):
-            adapter = self.out / "stages" / f"stage{k}" / "adapter"
-            if not adapter.exists():
-                continue  # a stage that trained nothing (recorded as skipped)
-            lm.model = PeftModel.from_pretrained(lm.model, str(adapter)).merge_and_unload()
-            lm.model.to(lm.placement.dtype)
-            lm.model.eval()
+        One contract for LoRA and full fine-tuning: the latest stage <= `stages` that saved full
+        weights (`model/`) is the starting point (else the base model), and the LoRA adapters of the
+        stages after it are merged in order. A stage that trained nothing has neither folder."""
+        from gradual.train import ADAPTER_DIR, MODEL_DIR
+
+        lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
+        start = 0
+        for k in range(stages, 0, -1):
+            if (self.out / "stages" / f"stage{k}" / MODEL_DIR).exists():
+                start = k
+                break
+        if start:
+            full = load_model(str(self.out / "stages" / f"stage{start}" / MODEL_DIR), self.cfg.device, self.cfg.dtype)
+            lm.model = full.model  # keep the base spec and tokenizer: the run is still "about" cfg.model
+        for k in range(start + 1, stages + 1):
+            adapter = self.out / "stages" / f"stage{k}" / ADAPTER_DIR
+            if adapter.exists():
+                lm.model = _merge_adapter(lm.model, adapter, lm.placement.dtype)
         return lm
 
     # -- probe -----------------------------------------------------------------------------
@@ -193,13 +198,14 @@ class Pipeline:
         if eval_path.exists():
             ev = json.loads(eval_path.read_text(encoding="utf-8"))
         else:
+            t_eval = time.perf_counter()
             res = evaluate_items(lm, data.test, base_test.categories(), chat=self.cfg.train.chat,
                                  progress=self.progress)
             from gradual.atomic import write_jsonl
 
             write_jsonl(self.out / "eval" / "test.predictions.jsonl", res.predictions)
             ev = {"accuracy": res.accuracy, "n": res.n, "by_category": res.by_category,
-                  "hallucination_rate": res.hallucination_rate}
+                  "hallucination_rate": res.hallucination_rate, "wall_s": round(time.perf_counter() - t_eval, 3)}
             write_json(eval_path, ev)
         before, after = history[0], history[-1]
         noise = base_train.summary.get("noise") or {}
@@ -218,10 +224,40 @@ class Pipeline:
             "hallucination_rate": ev.get("hallucination_rate"),
             "noise": {"flip_rate": noise.get("mean_flip_rate"), "changed_share": noise.get("changed_share"),
                       "repeats": noise.get("repeats", 0)},
-            "wall_s": round(time.time() - self.t0, 1),
+            **self._wall(history, stage_records, ev),
         }
         write_json(self.out / "summary.json", summary)
         return summary
+
+    def _wall(self, history: list[dict[str, str]], stage_records: list[dict[str, Any]],
+              ev: Mapping[str, Any]) -> dict[str, Any]:
+        """wall_s: the sum over every step of the run (probes, stages, test eval), read from each step's
+        own record, so a resumed run counts the steps earlier processes finished; process_wall_s: this
+        process alone (model loading included)."""
+        from gradual.probe.run import summary_path
+
+        probes = ["base_train", "base_test"] + [f"stage{k}_train" for k in range(1, len(history))]
+        steps: dict[str, float] = {}
+        for name in probes:
+            path = summary_path(self.out / "probe" / f"{name}.jsonl")
+            if path.exists():
+                steps[f"probe {name}"] = float(json.loads(path.read_text(encoding="utf-8")).get("wall_s") or 0.0)
+        for rec in stage_records:
+            steps[f"stage{rec['stage']}"] = float(rec.get("wall_s") or 0.0)
+        steps["eval test"] = float(ev.get("wall_s") or 0.0)
+        return {"wall_s": round(sum(steps.values()), 1), "steps_wall_s": {k: round(v, 1) for k, v in steps.items()},
+                "process_wall_s": round(time.time() - self.t0, 1)}
+
+
+def _merge_adapter(model: Any, adapter: Path, dtype: Any) -> Any:
+    from peft import PeftModel
+
+    from gradual.models import contiguous_head_input
+
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.to(dtype)
+    model.eval()
+    return contiguous_head_input(model)
 
 
 def _composition(items: Sequence[Item], cats: Mapping[str, str]) -> dict[str, int]:
@@ -254,10 +290,7 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
     if not (out_dir / "config.yaml").exists():
         write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
     summary = Pipeline(cfg, out_dir, progress=progress, command=command).run()
-    try:
-        from gradual.report import write_report
+    from gradual.report import write_report
 
-        write_report(out_dir)
-    except ImportError:  # report module not installed in this build
-        log.info("report module unavailable; skipping report.html")
+    write_report(out_dir)
     return summary

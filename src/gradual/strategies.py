@@ -1,6 +1,6 @@
 """Strategies: which items each stage trains on, decided from probe results.
 
-Run as: gradual run --strategy gradual   (or frontier, all, maybeknown, known, no-unknown, random)
+Run as: gradual run --strategy gradual   (or gradual-mk, frontier, all, maybeknown, known, no-unknown, random)
 
 A strategy is one small function `(stage, items, history, cfg) -> StagePlan | None`, registered in
 STRATEGIES; adding one is a function and an entry. `stage` is 1-based; `history[j]` maps every train
@@ -10,6 +10,19 @@ history[0..k-1]. None means the strategy is done.
     gradual     (PAPER.md §2) stage 1: base MaybeKnown. Stage 2: items that were WeaklyKnown or
                 Unknown in the base probe and are MaybeKnown or HighlyKnown after stage 1
                 ("upgraded"), plus replay of base-HighlyKnown items, stage-2 settings. Then done.
+    gradual-mk  (PAPER.md §2, reading (b)) stage 1 like gradual. Stage 2: every item that is
+                MaybeKnown after stage 1 (whether it was MaybeKnown before and stayed so, or came
+                from any other category), plus the items that moved up from WeaklyKnown/Unknown
+                (into MaybeKnown or HighlyKnown), plus replay of base-HighlyKnown items (ratio
+                stage2.replay_ratio, 0.2, per stage-2 item), stage-2 settings. Then done.
+                The paper's words it rests on: a reviewer summarizes stage 2 as training on data
+                that "demonstrates improved mastery after the first stage, including knowledge
+                initially classified as less well-understood"; its stage-2 ablation (Table 8)
+                defines a variant fine-tuned on data "that remained classified as MaybeKnown after
+                fine-tuning and was initially HighlyKnown or MaybeKnown", and the full method adds
+                the items that moved up, plus HighlyKnown replay (0.2).
+                `gradual` is reading (a): only what moved up, which leaves a 135M model a handful
+                of items; `gradual-mk` is reading (b). `compare` runs both side by side.
     frontier    stage 1 like gradual. Stage k >= 2: items that moved up from WeaklyKnown/Unknown
                 (probe after stage k-2) to MaybeKnown/HighlyKnown (probe after stage k-1) and were
                 not selected by an earlier stage, plus replay of base HighlyKnown, stage-2
@@ -127,6 +140,17 @@ def gradual(stage: int, items: Sequence[Item], history: History, cfg: RunConfig)
     return None
 
 
+def gradual_mk(stage: int, items: Sequence[Item], history: History, cfg: RunConfig) -> Optional[StagePlan]:
+    if stage == 1:
+        return _stage1_maybeknown(items, history, cfg)
+    if stage == 2:
+        up = {it.id for it in _moved_up(items, history, 0, 1)}
+        chosen = [it for it in items if history[1][it.id] == MAYBE or it.id in up]
+        return _later_stage(2, items, history, cfg, chosen,
+                            "MaybeKnown after stage 1 or moved up from WeaklyKnown/Unknown (reading (b) of the paper)")
+    return None
+
+
 def frontier(stage: int, items: Sequence[Item], history: History, cfg: RunConfig) -> Optional[StagePlan]:
     if stage == 1:
         return _stage1_maybeknown(items, history, cfg)
@@ -186,6 +210,7 @@ def _random(items: Sequence[Item], history: History, cfg: RunConfig) -> tuple[li
 
 STRATEGIES: dict[str, Callable[[int, Sequence[Item], History, RunConfig], Optional[StagePlan]]] = {
     "gradual": gradual,
+    "gradual-mk": gradual_mk,
     "frontier": frontier,
     "all": _baseline(_all),
     "maybeknown": _baseline(_maybeknown),
