@@ -122,7 +122,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> A
         val, tp = data[f.name], hints[f.name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(val, dict):
-                errors.append(f"{prefix}{f.name}: expected a mapping")
+                errors.append(f"{prefix}{f.name}: expected a mapping, got {val!r}")
                 continue
             kwargs[f.name] = _build(tp, val, f"{prefix}{f.name}.", errors)
         else:
@@ -135,29 +135,89 @@ def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> A
     return obj
 
 
+@dataclass(frozen=True)
+class Bound:
+    """An allowed numeric interval; the predicate and its human text come from the same numbers,
+    so an error message can never disagree with the check."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: lo itself is not allowed (> lo instead of >= lo)
+    hi_open: bool = False
+
+    def ok(self, value: float) -> bool:
+        if value != value:  # NaN compares false with everything; reject it explicitly
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    @property
+    def text(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return " and ".join(parts)
+
+
+def _ge(lo: float) -> Bound:
+    return Bound(lo=lo)
+
+
+def _gt(lo: float) -> Bound:
+    return Bound(lo=lo, lo_open=True)
+
+
+# The one table of numeric ranges, by dotted config key. Run configs (load_run_config) and command
+# flags (probe's validate_config, `gradual train`) all check against it; a flag's name is the
+# field name with dashes (train.batch_size -> --batch-size).
+RANGES: dict[str, Bound] = {
+    "probe.nex": _ge(1), "probe.shots": _ge(0), "probe.samples": _ge(1), "probe.temperature": _gt(0),
+    "probe.top_k": _ge(0), "probe.batch_size": _ge(1), "probe.max_new_tokens": _ge(1), "probe.repeat": _ge(0),
+    "train.lora_r": _ge(1), "train.lora_alpha": _gt(0), "train.lora_dropout": Bound(lo=0, hi=1, hi_open=True),
+    "train.epochs": _ge(1), "train.lr": _gt(0), "train.batch_size": _ge(1), "train.grad_accum": _ge(1),
+    "train.weight_decay": _ge(0), "train.warmup_ratio": Bound(lo=0, hi=1), "train.patience": _ge(0),
+    "train.min_dev": _ge(0), "train.max_dev": _ge(1), "train.replay_ratio": _ge(0),
+    "stage2.lr_scale": _gt(0), "stage2.weight_decay": _ge(0), "stage2.replay_ratio": _ge(0), "stage2.epochs": _ge(1),
+    "max_stages": _ge(1), "limit_train": _ge(0), "limit_test": _ge(0),
+}
+
+
+def out_of_range(label: str, value: Any, bound: Bound) -> str:
+    """`probe.nex: -3 is out of range (>= 1)`: the key or flag, the value given, what is allowed."""
+    return f"{label}: {value!r} is out of range ({bound.text})"
+
+
+def range_errors(obj: Any, section: str, flags: bool = False) -> list[str]:
+    """Every field of `obj` (the config section `section`, "" for RunConfig's own fields) outside RANGES.
+
+    Messages name the dotted key, or with `flags` the command-line flag (`--max-new-tokens`).
+    """
+    errors = []
+    for key, bound in RANGES.items():
+        sec, _, name = key.rpartition(".")
+        if sec != section:
+            continue
+        value = getattr(obj, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not bound.ok(value):
+            errors.append(out_of_range("--" + name.replace("_", "-") if flags else key, value, bound))
+    return errors
+
+
 def _ranges(cfg: RunConfig, errors: list[str]) -> None:
-    p, t = cfg.probe, cfg.train
-    for key, ok in [
-        ("probe.nex", p.nex >= 1), ("probe.shots", p.shots >= 0), ("probe.samples", p.samples >= 1),
-        ("probe.temperature", p.temperature > 0), ("probe.top_k", p.top_k >= 0),
-        ("probe.batch_size", p.batch_size >= 1), ("probe.max_new_tokens", p.max_new_tokens >= 1),
-        ("probe.repeat", p.repeat >= 0), ("train.epochs", t.epochs >= 1), ("train.lr", t.lr > 0),
-        ("train.batch_size", t.batch_size >= 1), ("train.grad_accum", t.grad_accum >= 1),
-        ("train.patience", t.patience >= 0), ("train.min_dev", t.min_dev >= 0), ("train.max_dev", t.max_dev >= 1),
-        ("train.lora_r", t.lora_r >= 1),
-        ("train.replay_ratio", t.replay_ratio >= 0), ("train.weight_decay", t.weight_decay >= 0),
-        ("stage2.replay_ratio", cfg.stage2.replay_ratio >= 0), ("stage2.lr_scale", cfg.stage2.lr_scale > 0),
-        ("stage2.epochs", cfg.stage2.epochs >= 1), ("max_stages", cfg.max_stages >= 1),
-        ("limit_train", cfg.limit_train >= 0), ("limit_test", cfg.limit_test >= 0),
-    ]:
-        if not ok:
-            errors.append(f"{key}: value out of range")
+    errors.extend(range_errors(cfg, ""))
+    for section in ("probe", "train", "stage2"):
+        errors.extend(range_errors(getattr(cfg, section), section))
 
 
 def _known_strategy(cfg: RunConfig, errors: list[str]) -> None:
     from gradual.strategies import STRATEGIES  # imported late: strategies imports this module
 
-    if cfg.strategy not in STRATEGIES:
+    if isinstance(cfg.strategy, str) and cfg.strategy not in STRATEGIES:
         errors.append(f"strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
 
 
@@ -190,9 +250,10 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
             set_dotted(data, key, val)
     errors: list[str] = []
     cfg = _build(RunConfig, data, "", errors)
-    if not errors:
-        _ranges(cfg, errors)
-        _known_strategy(cfg, errors)
+    # Range and strategy checks skip values of the wrong type (already reported above), so a config
+    # with both kinds of mistakes gets every message in one go.
+    _ranges(cfg, errors)
+    _known_strategy(cfg, errors)
     if errors:
         src = f"{path}: " if path else ""
         raise UserError(src + "invalid config:\n  " + "\n  ".join(errors))

@@ -15,17 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gradual.config import Stage2Config, TrainConfig
+from gradual.config import Stage2Config, TrainConfig, range_errors
 from gradual.errors import UserError
 
 console = Console()
 _D = TrainConfig()
-
-
-def _check(flags: dict[str, bool]) -> None:
-    bad = [f"{flag}: value out of range" for flag, ok in flags.items() if not ok]
-    if bad:
-        raise UserError("; ".join(bad))
 
 
 def train(
@@ -58,12 +52,12 @@ def train(
     if replay_ratio is not None and replay is None:
         raise UserError("--replay-ratio: needs --replay FILE (the items to replay)")
     ratio = (Stage2Config.replay_ratio if replay_ratio is None else replay_ratio) if replay is not None else 0.0
-    _check({"--epochs": epochs >= 1, "--lr": lr > 0, "--batch-size": batch_size >= 1, "--grad-accum": grad_accum >= 1,
-            "--weight-decay": weight_decay >= 0, "--replay-ratio": ratio >= 0, "--lora-r": lora_r >= 1,
-            "--patience": patience >= 0, "--max-dev": max_dev >= 1, "--min-dev": min_dev >= 0})
     cfg = dataclasses.replace(_D, lora=lora, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                               weight_decay=weight_decay, replay_ratio=ratio, seed=seed, lora_r=lora_r,
                               patience=patience, max_dev=max_dev, min_dev=min_dev, chat=chat)
+    bad = range_errors(cfg, "train", flags=True)  # every bad flag at once, before the model loads
+    if bad:
+        raise UserError("; ".join(bad))
     train_items = read_items(data)
     dev_items = read_items(dev) if dev is not None else []
     replay_items = read_items(replay) if replay is not None else []

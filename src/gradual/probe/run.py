@@ -89,12 +89,9 @@ def validate_config(cfg: ProbeConfig) -> None:
     errors = []
     if cfg.estimator not in ("sample", "exact"):
         errors.append(f"--estimator: {cfg.estimator!r} is not one of sample, exact")
-    for flag, ok in [("--nex", cfg.nex >= 1), ("--shots", cfg.shots >= 0), ("--samples", cfg.samples >= 1),
-                     ("--temperature", cfg.temperature > 0), ("--top-k", cfg.top_k >= 0),
-                     ("--batch-size", cfg.batch_size >= 1), ("--max-new-tokens", cfg.max_new_tokens >= 1),
-                     ("--repeat", cfg.repeat >= 0)]:
-        if not ok:
-            errors.append(f"{flag}: value out of range")
+    from gradual.config import range_errors  # the one table of ranges, shared with run configs
+
+    errors += range_errors(cfg, "probe", flags=True)
     if errors:
         raise UserError("; ".join(errors))
 
