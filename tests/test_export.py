@@ -232,7 +232,7 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
     probe, run = str(tmp / "probe.jsonl"), str(tmp / "run")
     base = ["--format", "trl", "--out", str(tmp / "out" / "x.jsonl")]
     return [
-        (["--probe", str(tmp / "nope.jsonl"), "--categories", "all", *base], "nope.jsonl: no such file"),
+        (["--probe", str(tmp / "nope.jsonl"), "--categories", "all", *base], "nope.jsonl: no such probe file"),
         (["--probe", probe, "--categories", "Maybe", *base], "--categories: 'Maybe' is not a category"),
         (["--probe", probe, "--categories", "MaybeKnown", "--format", "parquet", "--out", str(tmp / "out" / "x")],
          "--format: 'parquet' is not one of alpaca, chat, trl"),

@@ -127,6 +127,8 @@ def read_probe_rows(path: Path) -> list[tuple[Item, str]]:
 
 
 def select_from_probe(path: Path, categories: Sequence[str]) -> Selection:
+    if not Path(path).exists():
+        raise UserError(f"--probe {path}: no such probe file")
     rows = read_probe_rows(Path(path))
     chosen = [ExportItem(item, cat) for item, cat in rows if cat in categories]
     source = f"{path} [{','.join(categories)}]"
