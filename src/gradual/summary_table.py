@@ -4,13 +4,20 @@ Run as: used by `gradual run`, `gradual eval` and `gradual compare` for their fi
 
 Every function reads the JSON dicts those commands write (summary.json, OUT.json,
 comparison.json) and tolerates missing keys, so an older or partial file still prints.
+
+Everything reads well at 80 columns: free-text notes go below their table (in full; summary.json
+has them too) instead of into a column that would wrap a word per line, and a table whose natural
+width exceeds the console switches to a compact form rather than letting rich squeeze and
+ellipsize its cells.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
@@ -59,22 +66,45 @@ def _ordered(keys: Any) -> list[str]:
     return [c for c in CATEGORY_ORDER if c in keys] + [k for k in keys if k not in CATEGORY_ORDER]
 
 
+def _fits(console: Console, table: Table) -> bool:
+    """True when `table` renders at its natural width (no wrapped or ellipsized cells) on `console`."""
+    # Measured against a huge width: a table clamps its own measurement to the width it is given.
+    return Measurement.get(console, console.options.update_width(100_000), table).maximum <= console.width
+
+
+def _notes(console: Console, notes: list[tuple[str, str]]) -> None:
+    """Label / text lines below a table; long text wraps under its own column, not under the label."""
+    if not notes:
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, text in notes:
+        grid.add_row(label, text)
+    console.print(grid)
+
+
 def print_summary(summary: Mapping[str, Any], console: Console) -> None:
     """The final tables of `gradual run`: stages, categories per stage, and the headline numbers."""
     title = f"{summary.get('strategy', '?')} · {summary.get('model', '?')} · seed {summary.get('seed', '?')}"
     stages = summary.get("stages") or []
     if stages:
         t = Table(title=f"stages — {title}", title_justify="left")
-        for col in ("stage", "trained", "replay", "composition", "best epoch", "dev acc", "time", "note"):
-            t.add_column(col, justify="right" if col in ("trained", "replay", "best epoch", "dev acc", "time") else "left")
+        for col in ("stage", "trained", "replay", "composition", "best epoch", "dev acc", "time"):
+            right = col in ("trained", "replay", "best epoch", "dev acc", "time")
+            # Numbers never wrap; the composition may, at its commas, on a narrow console.
+            t.add_column(col, justify="right" if right else "left", no_wrap=col != "composition")
+        notes = []
         for st in stages:
             comp = st.get("composition") or {}
             comp_s = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in
                                ((k, comp[k]) for k in _ordered(comp)) if v)
             t.add_row(str(st.get("name", "?")), fmt_num(st.get("n_train")), fmt_num(st.get("n_replay")), comp_s or "–",
-                      fmt_num(st.get("best_epoch")), fmt_pct(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")),
-                      str(st.get("note") or ""))
+                      fmt_num(st.get("best_epoch")), fmt_pct(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")))
+            if st.get("note"):
+                notes.append((str(st.get("name", "?")), str(st["note"])))
         console.print(t)
+        _notes(console, notes)
     cats = summary.get("categories") or []
     if cats:
         t = Table(title="train items by category after each stage (stage 0 = base model)", title_justify="left")
@@ -128,20 +158,58 @@ def print_eval(result: Mapping[str, Any], console: Console) -> None:
         console.print(f"hallucination rate on base-Unknown items: {fmt_pct(result['hallucination_rate'])}")
 
 
-def print_comparison(comparison: Mapping[str, Any], console: Console) -> None:
-    """The table of `gradual compare`: one row per strategy, mean [95% interval] over seeds."""
+def fmt_ci_stacked(ci: Mapping[str, Any] | None, digits: int = 3, pct: bool = False) -> str:
+    """`mean` over `±half-width` on a second line (fmt_ci's narrow form; the intervals are symmetric)."""
+    if not ci or ci.get("mean") is None:
+        return "–"
+    f = (lambda v: fmt_pct(v, max(digits - 2, 0))) if pct else (lambda v: fmt_num(float(v), digits))
+    if ci.get("n", 0) <= 1 or ci.get("lo") is None or ci.get("hi") is None:
+        return f(ci["mean"])
+    return f"{f(ci['mean'])}\n±{f((float(ci['hi']) - float(ci['lo'])) / 2)}"
+
+
+def _per_stage(s: Mapping[str, Any], sep: str) -> str:
+    means = [(st.get("n_train") or {}).get("mean") for st in s.get("stages") or []]
+    return sep.join(fmt_num(m, 0) if m is not None else "–" for m in means) or "–"
+
+
+def _comparison_table(comparison: Mapping[str, Any], narrow: bool) -> Table:
+    """One row per strategy. The narrow form (for consoles under ~150 columns) stacks each interval
+    under its mean as ± half-width, uses two-line headers, no vertical rules, and names the run count
+    in the title when every strategy has the same, so it fits 80 columns without cut-off cells."""
     strategies = comparison.get("strategies") or {}
     seeds = comparison.get("seeds") or []
-    t = Table(title=f"strategies over seeds {', '.join(map(str, seeds))} — mean [95% interval]", title_justify="left")
-    for col in ("strategy", "runs", "test acc", "acquired", "forgotten", "retention", "HK after", "trained/stage", "time"):
-        t.add_column(col, justify="left" if col == "strategy" else "right")
+    runs = {s.get("n_runs", 0) for s in strategies.values()}
+    show_runs = not narrow or len(runs) > 1
+    how = "mean [95% interval]"
+    if narrow:
+        how = "mean, ± half the 95% interval below it" + ("" if show_runs else f", {runs.pop()} runs each")
+    t = Table(title=f"strategies over seeds {', '.join(map(str, seeds))} — {how}", title_justify="left",
+              **({"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+                 if narrow else {}))
+    cols = [("strategy", "strategy"), ("runs", "runs"), ("test acc", "test\nacc"), ("acquired", "acquired"),
+            ("forgotten", "forgotten"), ("retention", "retention"), ("HK after", "HK\nafter"),
+            ("trained/stage", "trained\n/stage"), ("time", "time")]
+    for wide_name, narrow_name in cols:
+        if wide_name == "runs" and not show_runs:
+            continue
+        t.add_column(narrow_name if narrow else wide_name, justify="left" if wide_name == "strategy" else "right",
+                     no_wrap=wide_name in ("strategy", "time"))
+    ci = fmt_ci_stacked if narrow else fmt_ci
     for name, s in strategies.items():
-        per_stage = " / ".join(fmt_num(st.get("n_train", {}).get("mean"), 0) if st.get("n_train", {}).get("mean") is not None
-                               else "–" for st in s.get("stages") or [])
-        t.add_row(name, str(s.get("n_runs", 0)), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
-                  fmt_ci(s.get("forgotten"), 1), fmt_ci(s.get("retention"), pct=True),
-                  fmt_ci(s.get("highly_known_after"), 1), per_stage or "–",
-                  fmt_seconds((s.get("wall_s") or {}).get("mean")))
+        cells = [name, *([str(s.get("n_runs", 0))] if show_runs else []), ci(s.get("test_accuracy"), pct=True),
+                 ci(s.get("acquired"), 1), ci(s.get("forgotten"), 1), ci(s.get("retention"), pct=True),
+                 ci(s.get("highly_known_after"), 1), _per_stage(s, "/" if narrow else " / "),
+                 fmt_seconds((s.get("wall_s") or {}).get("mean"))]
+        t.add_row(*cells)
+    return t
+
+
+def print_comparison(comparison: Mapping[str, Any], console: Console) -> None:
+    """The table of `gradual compare`: one row per strategy, mean [95% interval] over seeds."""
+    t = _comparison_table(comparison, narrow=False)
+    if not _fits(console, t):  # "45.1% [40.1%, 50.2%]" in five columns needs ~150 columns
+        t = _comparison_table(comparison, narrow=True)
     console.print(t)
     head = comparison.get("headline")
     if head and head.get("relative_increase"):

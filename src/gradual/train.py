@@ -44,7 +44,7 @@ from gradual.config import TrainConfig
 from gradual.data.items import Item
 from gradual.generate import greedy_generate
 from gradual.prompts import FinetuneFormat
-from gradual.training.callbacks import EpochMonitor, make_callback, quiet_progress, restore_state
+from gradual.training.callbacks import EpochMonitor, make_callback, restore_state, rich_progress
 from gradual.training.data import Collator, EncodedDataset, LengthGroupedSampler, encode_item, sample_replay
 
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
@@ -226,8 +226,10 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
         write_jsonl(out_dir / "metrics.jsonl",
                     [{"stage": name, **r, "best": r["epoch"] == best, "selection": selection} for r in done_rows])
 
+    bar = rich_progress(name) if progress else None
     monitor = EpochMonitor(lora=config.lora, selecting=selecting, patience=config.patience,
-                            n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name, progress=progress)
+                            n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
+                            say=bar.say if bar is not None else None)
     device = next(model.parameters()).device
     with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as scratch:
         args = TrainingArguments(
@@ -244,13 +246,19 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
             data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
                                    slice_logits=_supports_logits_to_keep(model)),
-            processing_class=tok, callbacks=[make_callback(monitor)] + ([quiet_progress()] if progress else []),
+            processing_class=tok, callbacks=[make_callback(monitor)] + ([bar] if bar is not None else []),
         )
         from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # it prints every raw log dict
+        # disable_tqdm swaps the Trainer's tqdm bar for PrinterCallback, which prints every raw log
+        # dict; progress is drawn by our rich bar instead.
+        trainer.remove_callback(PrinterCallback)
         trainer.dev_items, trainer.fmt, trainer.autocast, trainer.group_seed = dev, fmt, precision.autocast, config.seed
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            if bar is not None:
+                bar.close()  # an exception skips on_train_end; never leave a live bar behind
         is_main = trainer.is_world_process_zero()
         del trainer  # frees the optimizer state before the copies below
 

@@ -28,6 +28,9 @@ def eval_command(
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
 ) -> None:
     """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
+    from gradual.model_spec import check_model_spec
+
+    check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.evaluate import evaluate_file, predictions_path
     from gradual.summary_table import print_eval
 

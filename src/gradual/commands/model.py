@@ -24,6 +24,9 @@ def ask(
     dtype: str = typer.Option("auto", "--dtype"),
 ) -> None:
     """Answer questions with a fixed 4-shot world-facts prompt, greedy."""
+    from gradual.model_spec import check_model_spec
+
+    check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.generate import few_shot_answers
     from gradual.models import load_model
 

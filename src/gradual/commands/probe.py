@@ -47,6 +47,9 @@ def probe_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
+    from gradual.model_spec import check_model_spec
+
+    check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.data.items import load_dataset_dir, read_items
     from gradual.errors import UserError
     from gradual.models import load_model
@@ -58,7 +61,7 @@ def probe_cmd(
                       max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache)
     validate_config(cfg)  # every bad flag before the model loads
     if limit < 0:
-        raise UserError("--limit: must be >= 0")
+        raise UserError(f"--limit: {limit} is out of range (>= 0)")
     if not out.name.endswith(".jsonl"):
         raise UserError(f"--out: {out}: expected a .jsonl path")
     if data.is_dir():

@@ -58,6 +58,9 @@ def train(
     bad = range_errors(cfg, "train", flags=True)  # every bad flag at once, before the model loads
     if bad:
         raise UserError("; ".join(bad))
+    from gradual.model_spec import check_model_spec
+
+    check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     train_items = read_items(data)
     dev_items = read_items(dev) if dev is not None else []
     replay_items = read_items(replay) if replay is not None else []

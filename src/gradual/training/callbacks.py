@@ -1,12 +1,13 @@
-"""Trainer callbacks of a stage: per-epoch metrics, best-state snapshots, early stopping, quiet bars.
+"""Trainer callbacks of a stage: per-epoch metrics, best-state snapshots, early stopping, a rich progress bar.
 
 Run as: used by gradual.train.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,9 +36,9 @@ class EpochMonitor:
     """Trainer callback: per-epoch loss and dev accuracy, best-state snapshot, early stopping."""
 
     def __init__(self, *, lora: bool, selecting: bool, patience: int, n_tokens: int,
-                 on_row: Any, bar_prefix: str, progress: bool):
+                 on_row: Any, bar_prefix: str, say: Callable[[str], None] | None = None):
         self.lora, self.selecting, self.patience = lora, selecting, patience
-        self.n_tokens, self.on_row, self.bar_prefix, self.progress = n_tokens, on_row, bar_prefix, progress
+        self.n_tokens, self.on_row, self.bar_prefix, self.say = n_tokens, on_row, bar_prefix, say
         self.rows: list[dict[str, Any]] = []
         self.best_epoch = 0
         self.best_acc: float | None = None
@@ -77,12 +78,11 @@ class EpochMonitor:
             control.should_training_stop = True
             self.stopped_early = epoch < args.num_train_epochs
         self.on_row(self.rows)
-        if self.progress and state.is_world_process_zero:
-            from tqdm.auto import tqdm
-
-            dev = f" dev {acc:.3f}" if acc is not None else ""
-            mark = " *" if improved and self.selecting else ""
-            tqdm.write(f"{self.bar_prefix} epoch {epoch}: loss {self._loss}{dev}{mark}")
+        if self.say is not None and state.is_world_process_zero:
+            loss = f"{self._loss:.4f}" if self._loss is not None else "–"
+            dev = f", dev accuracy {acc:.3f}" if acc is not None else ""
+            mark = " (best so far)" if improved and self.selecting else ""
+            self.say(f"{self.bar_prefix} epoch {epoch}: train loss {loss}{dev}{mark}")
 
 
 def make_callback(monitor: EpochMonitor) -> Any:
@@ -104,12 +104,61 @@ def make_callback(monitor: EpochMonitor) -> Any:
     return _Callback()
 
 
-def quiet_progress() -> Any:
-    """The Trainer's tqdm bar without the raw log dicts it prints every epoch."""
-    from transformers.trainer_callback import ProgressCallback
+def rich_progress(name: str, console: Any = None) -> Any:
+    """A TrainerCallback drawing the stage as one rich bar (steps, epoch, last epoch's mean train loss,
+    ETA) in place of the Trainer's tqdm bars (run it with disable_tqdm=True), so training looks like
+    the probe and eval bars. `say` prints a line above the live bar; `close` is safe to call twice.
 
-    class _QuietProgress(ProgressCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            pass
+    The loss shown is the last finished epoch's mean: the Trainer logs once per epoch (the metrics
+    rows need the epoch mean), and per-step losses would cost a device sync every step.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
 
-    return _QuietProgress()
+    out = console if console is not None else Console(stderr=True)  # stderr, like the probe's bar
+
+    class RichProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.console = out
+            self._bar: Progress | None = None
+            self._task: Any = None
+            self._epochs = 0
+
+        def say(self, line: str) -> None:
+            self.console.print(line, highlight=False, markup=False)
+
+        def close(self) -> None:
+            if self._bar is not None:
+                self._bar.stop()  # also restores the cursor after an exception or Ctrl-C
+                self._bar = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not state.is_world_process_zero:  # one bar per job under accelerate launch
+                return
+            self._epochs = math.ceil(args.num_train_epochs)
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("steps, epoch {task.fields[epoch]}, loss {task.fields[loss]}"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+            self._task = self._bar.add_task(name, total=state.max_steps, epoch=f"1/{self._epochs}", loss="–")
+            self._bar.start()
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self._bar is not None:
+                epoch = min(int(state.epoch or 0) + 1, self._epochs)
+                self._bar.update(self._task, epoch=f"{epoch}/{self._epochs}")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self._bar is not None:
+                self._bar.update(self._task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+                   **kw: Any) -> None:
+            if self._bar is not None and logs and "loss" in logs:
+                self._bar.update(self._task, loss=f"{float(logs['loss']):.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.close()
+
+    return RichProgress()
