@@ -13,6 +13,7 @@ from gradual.data.items import Item, read_items, write_items
 from gradual.errors import UserError
 from gradual.prompts import FinetuneFormat, probe_prompt
 from tests.conftest import write_jsonl
+from tests.memorized import FACTS, memorized_model_dir
 
 
 def test_normalize_and_match() -> None:
@@ -77,12 +78,32 @@ def test_config_reports_every_error(tmp_path: Path) -> None:
     assert cfg.probe.nex == 3 and cfg.seed == 7
 
 
-def test_tiny_model_loads_and_generates(tiny_lm) -> None:
+def test_few_shot_answers_are_what_the_model_learned(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> None:
+    """`gradual model ask` on a model that memorized FACTS behind the sanity few-shot prefix gives
+    exactly those answers, batched (left-padded, lengths differ) and in the order asked."""
     from gradual.generate import few_shot_answers
+    from gradual.models import load_model
 
-    answers = few_shot_answers(tiny_lm, ["What is the capital of France?"], max_new_tokens=4)
-    assert len(answers) == 1 and isinstance(answers[0], str)
-    assert len(tiny_lm.fingerprint) == 16
+    path = str(memorized_model_dir(tmp_path_factory))
+    lm = load_model(path, device="cpu", dtype="fp32")
+    questions = [q for q, _ in reversed(FACTS)]
+    assert few_shot_answers(lm, questions, max_new_tokens=8) == [a for _, a in reversed(FACTS)]
+    assert few_shot_answers(lm, questions[:1], max_new_tokens=1) == ["France"]  # one token, no newline yet
+    # The fingerprint keys the probe cache: the same weights give the same one, other weights another.
+    assert len(lm.fingerprint) == 16 and int(lm.fingerprint, 16) >= 0
+    assert load_model(path, device="cpu", dtype="fp32").fingerprint == lm.fingerprint
+    assert tiny_lm.fingerprint != lm.fingerprint
+
+
+def test_cli_registers_every_command_and_a_missing_one_is_an_import_error() -> None:
+    import typer
+
+    from gradual import cli
+
+    names = set(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
+    assert names == {"data", "model", "probe", "train", "run", "eval", "compare", "report", "export"}
+    with pytest.raises(ModuleNotFoundError, match="gradual.commands.nope"):
+        cli.register_commands(typer.Typer(), ("data", "nope"))
 
 
 def test_bad_model_spec() -> None:

@@ -1,31 +1,32 @@
-"""Metrics on crafted categories (known answers), the t-interval, and greedy eval on the tiny model."""
+"""Metrics on crafted categories (known answers), the t-interval, and greedy eval on a tiny model
+that has memorized a few facts, so every prediction and accuracy is known in advance."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gradual import evaluate as ev
 from gradual.data.items import Item
+from tests.memorized import memorize, memorized_model_dir
 
 CATS = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 HK, MK, WK, UK = CATS
 
 
-@pytest.fixture(autouse=True)
-def categories_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The probe package owns CATEGORIES; stand in for it only where it is not built yet."""
-    try:
-        importlib.import_module("gradual.probe.slick")
-    except ModuleNotFoundError:
-        fake = types.ModuleType("gradual.probe.slick")
-        fake.CATEGORIES = CATS  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "gradual.probe.slick", fake)
+@pytest.fixture(scope="session")
+def memorized_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return memorized_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def memorized_lm(memorized_dir: Path) -> Any:
+    from gradual.models import load_model
+
+    return load_model(str(memorized_dir), device="cpu", dtype="fp32")
 
 
 BEFORE = {"a": HK, "b": HK, "c": HK, "d": MK, "e": MK, "f": WK, "g": UK, "h": UK, "only_before": HK}
@@ -110,27 +111,38 @@ def test_score_predictions_by_category_and_hallucination() -> None:
     assert plain.by_category == {} and plain.hallucination_rate is None
 
 
-def test_evaluate_items_on_tiny_model(tiny_lm) -> None:
+def test_evaluate_items_scores_known_answers(memorized_lm: Any) -> None:
+    """The memorized model answers each question one known way; the gold answers are set so that
+    three of four are right, and one base-Unknown item gets a confident wrong answer."""
     items = [
         Item("q1", "What is the capital of France?", ("Paris",)),
-        Item("q2", "Which continent is Peru on?", ("South America",)),
-        Item("q3", "What is the currency of Japan?", ("Japanese yen", "yen")),
+        Item("q2", "Which continent is Peru on?", ("Asia",)),  # it says South America: wrong
+        Item("q3", "What is the currency of Japan?", ("yen", "Japanese yen")),  # right by its alias
+        Item("q4", "Which country is the city of Lyon in?", ("France",)),
     ]
-    cats = {"q1": HK, "q2": UK, "q3": MK}
-    r = ev.evaluate_items(tiny_lm, items, cats, batch_size=2, max_new_tokens=4, progress=False)
-    assert r.n == 3 and 0.0 <= r.accuracy <= 1.0
-    assert [p["id"] for p in r.predictions] == ["q1", "q2", "q3"]  # input order kept across batches
-    for p, it in zip(r.predictions, items):
-        assert set(p) == {"id", "question", "prediction", "answers", "correct", "category"}
-        assert isinstance(p["prediction"], str) and "\n" not in p["prediction"]
-        assert p["answers"] == list(it.answers) and p["category"] == cats[it.id]
-    assert set(CATS) <= set(r.by_category)
-    assert sum(v["n"] for v in r.by_category.values()) == 3
-    assert r.hallucination_rate is None or 0.0 <= r.hallucination_rate <= 1.0
+    cats = {"q1": HK, "q2": UK, "q3": MK, "q4": UK}
+    # batch_size 3 over prompts of different lengths: one left-padded batch, one single, order restored.
+    r = ev.evaluate_items(memorized_lm, items, cats, batch_size=3, max_new_tokens=8, progress=False)
+    assert [p["id"] for p in r.predictions] == ["q1", "q2", "q3", "q4"]
+    assert [p["prediction"] for p in r.predictions] == ["Paris", "South America", "Japanese yen", "France"]
+    assert [p["correct"] for p in r.predictions] == [True, False, True, True]
+    assert [p["category"] for p in r.predictions] == [HK, UK, MK, UK]
+    assert r.predictions[2]["answers"] == ["yen", "Japanese yen"]
+    assert r.n == 4 and r.accuracy == 0.75
+    assert r.by_category == {
+        HK: {"n": 1, "correct": 1, "accuracy": 1.0},
+        MK: {"n": 1, "correct": 1, "accuracy": 1.0},
+        WK: {"n": 0, "correct": 0, "accuracy": None},
+        UK: {"n": 2, "correct": 1, "accuracy": 0.5},
+    }
+    assert r.hallucination_rate == 0.5  # q2 of the two Unknown items
     json.dumps(r.to_dict(with_predictions=True))  # serializable as written by `gradual eval`
+    plain = ev.evaluate_items(memorized_lm, items, None, batch_size=32, max_new_tokens=8, progress=False)
+    assert plain.accuracy == 0.75 and plain.by_category == {} and plain.hallucination_rate is None
+    assert [p["prediction"] for p in plain.predictions] == [p["prediction"] for p in r.predictions]
 
 
-def test_eval_command_writes_json_and_predictions(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_eval_command_writes_json_and_predictions(memorized_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from gradual.cli import app
@@ -138,22 +150,24 @@ def test_eval_command_writes_json_and_predictions(tiny_model_dir: Path, tmp_path
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in [
         {"id": "q1", "question": "What is the capital of France?", "answers": ["Paris"]},
-        {"id": "q2", "question": "Which continent is Peru on?", "answers": ["South America"]},
+        {"id": "q2", "question": "Which continent is Peru on?", "answers": ["Asia"]},  # it says South America
     ]), encoding="utf-8")
     probe = tmp_path / "probe.jsonl"
     probe.write_text(json.dumps({"id": "q1", "category": HK, "p_greedy": 1.0, "p_sample": 1.0}) + "\n"
                      + json.dumps({"id": "q2", "category": UK, "p_greedy": 0.0, "p_sample": 0.0}) + "\n")
     out = tmp_path / "res" / "eval.json"
-    args = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+    args = ["eval", "--model", str(memorized_dir), "--data", str(data), "--out", str(out),
             "--device", "cpu", "--dtype", "fp32", "--max-new-tokens", "4"]
     args += ["--categories", str(probe)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     got = json.loads(out.read_text())
-    assert got["n"] == 2 and got["model"] == str(tiny_model_dir) and got["adapter"] is None
-    assert got["by_category"]["HighlyKnown"]["n"] == 1 and got["by_category"]["Unknown"]["n"] == 1
-    preds = (tmp_path / "res" / "eval.predictions.jsonl").read_text().splitlines()
-    assert [json.loads(x)["id"] for x in preds] == ["q1", "q2"]
+    assert got["n"] == 2 and got["model"] == str(memorized_dir) and got["adapter"] is None
+    assert got["accuracy"] == 0.5 and got["hallucination_rate"] == 1.0
+    assert got["by_category"]["HighlyKnown"] == {"n": 1, "correct": 1, "accuracy": 1.0}
+    assert got["by_category"]["Unknown"] == {"n": 1, "correct": 0, "accuracy": 0.0}
+    preds = [json.loads(x) for x in (tmp_path / "res" / "eval.predictions.jsonl").read_text().splitlines()]
+    assert [(p["id"], p["prediction"], p["correct"]) for p in preds] == [("q1", "Paris", True), ("q2", "South America", False)]
 
 
 def test_eval_command_bad_input_is_a_user_error(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -186,30 +200,36 @@ def test_load_categories_errors_name_file_and_line(tmp_path: Path) -> None:
         ev.load_categories(tmp_path / "missing.jsonl")
 
 
-def test_eval_applies_a_peft_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """An adapter that changes the weights changes the predictions' source model, and is recorded."""
-    import torch
+def test_eval_applies_a_peft_adapter(memorized_dir: Path, tmp_path: Path) -> None:
+    """An adapter taught a different answer ("Lyon") is what eval scores: right with it, wrong without."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():  # a non-zero B matrix, so merging the adapter really moves the weights
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.fill_(0.5)
+    from gradual.prompts import answer_continuation, query
+
+    question = "What is the capital of France?"
+    base = AutoModelForCausalLM.from_pretrained(memorized_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    memorize(peft_model, AutoTokenizer.from_pretrained(memorized_dir), [(query(question), answer_continuation("Lyon"))])
     peft_model.save_pretrained(tmp_path / "adapter")
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"id": "q1", "question": "What is the capital of France?", "answers": ["Paris"]}) + "\n")
-    out = tmp_path / "e.json"
-    got = ev.evaluate_file(str(tiny_model_dir), data, out, adapter=tmp_path / "adapter", device="cpu", dtype="fp32",
-                           max_new_tokens=3, progress=False)
-    assert got["adapter"] == str(tmp_path / "adapter") and got["n"] == 1
-    assert json.loads(out.read_text())["accuracy"] in (0.0, 1.0)
+    data.write_text(json.dumps({"id": "q1", "question": question, "answers": ["Lyon"]}) + "\n")
+
+    def run(out: Path, adapter: Path | None) -> tuple[dict[str, Any], str]:
+        got = ev.evaluate_file(str(memorized_dir), data, out, adapter=adapter, device="cpu", dtype="fp32",
+                               max_new_tokens=8, progress=False)
+        assert json.loads(out.read_text()) == got
+        return got, json.loads(ev.predictions_path(out).read_text())["prediction"]
+
+    with_adapter, pred = run(tmp_path / "e.json", tmp_path / "adapter")
+    assert with_adapter["adapter"] == str(tmp_path / "adapter") and with_adapter["n"] == 1
+    assert pred == "Lyon" and with_adapter["accuracy"] == 1.0
+    without, pred = run(tmp_path / "plain.json", None)
+    assert pred == "Paris" and without["accuracy"] == 0.0 and without["adapter"] is None
 
     from gradual.models import load_model, model_fingerprint
 
-    plain = load_model(str(tiny_model_dir), "cpu", "fp32")
-    merged = ev.apply_adapter(load_model(str(tiny_model_dir), "cpu", "fp32"), tmp_path / "adapter")
+    plain = load_model(str(memorized_dir), "cpu", "fp32")
+    merged = ev.apply_adapter(load_model(str(memorized_dir), "cpu", "fp32"), tmp_path / "adapter")
     assert model_fingerprint(merged.model) != model_fingerprint(plain.model)
     assert not any("lora" in n for n, _ in merged.model.named_parameters())  # merged into plain weights

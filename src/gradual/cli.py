@@ -8,6 +8,7 @@ on stderr and exit code 2; any other exception is a bug and keeps its traceback 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -32,20 +33,21 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
-def _register() -> None:
-    # Imported here so `gradual --help` stays importable even while one group is broken.
-    # Each module exposes register(app), adding its command or command group.
-    for mod_name in ("data", "model", "probe", "train", "run", "evaluate", "compare", "report", "export"):
-        try:
-            mod = __import__(f"gradual.commands.{mod_name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == f"gradual.commands.{mod_name}":
-                continue  # command not built yet
-            raise
-        mod.register(app)
+COMMAND_MODULES = ("data", "model", "probe", "train", "run", "evaluate", "compare", "report", "export")
 
 
-_register()
+def register_commands(target: typer.Typer, names: tuple[str, ...] = COMMAND_MODULES) -> None:
+    """Add each gradual.commands.<name> module's command or group to `target` (via its register(app)).
+
+    A module that is missing or fails to import is an ImportError here, at startup: skipping it
+    would ship a CLI that silently lacks a command, and that command's tests would then fail for
+    the wrong reason, or be skipped.
+    """
+    for name in names:
+        importlib.import_module(f"gradual.commands.{name}").register(target)
+
+
+register_commands(app)
 
 
 def main() -> None:
