@@ -132,7 +132,8 @@ def test_nq_open_roundtrip(tmp_path: Path) -> None:
 
 
 def _save_hf(path: Path, splits: dict[str, dict[str, list]]) -> Path:
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a dependency of gradual: its absence is a failure, not a skip
+
     datasets.disable_progress_bars()
     dd = datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in splits.items()})
     dd.save_to_disk(str(path))
@@ -151,8 +152,9 @@ def test_hf_roundtrip_keeps_splits(tmp_path: Path) -> None:
 
 
 def test_hf_single_split_is_resplit(tmp_path: Path) -> None:
+    import datasets
+
     src = tmp_path / "hf"
-    datasets = pytest.importorskip("datasets")
     datasets.disable_progress_bars()
     rows = {"question": [f"q{i}?" for i in range(20)], "answers": [[f"a{i}"] for i in range(20)], "id": [f"r{i}" for i in range(20)]}
     datasets.Dataset.from_dict(rows).save_to_disk(str(src))
