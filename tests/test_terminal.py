@@ -175,7 +175,7 @@ def test_training_progress_is_rich_not_tqdm(tiny_model_dir: Path, sample_items: 
     train_stage(tiny_lm, items, items[:4], cfg, tmp_path / "loud", progress=True, name="loud")
     out, err = capfd.readouterr()
     assert "loud epoch 1: train loss" in err and "loud epoch 2" in err
-    assert "steps, epoch 2/2, loss" in err  # the rich bar's final state
+    assert "steps, epoch 2/2, loss" in err and "ETA" in err  # the rich bar's final state
     assert "it/s]" not in out + err and "{'loss'" not in out + err  # no tqdm bars, no raw log dicts
     train_stage(tiny_lm, items, items[:4], cfg, tmp_path / "quiet", progress=False, name="quiet")
     out, err = capfd.readouterr()

@@ -113,7 +113,7 @@ def rich_progress(name: str, console: Any = None) -> Any:
     rows need the epoch mean), and per-step losses would cost a device sync every step.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import TrainerCallback
 
     out = console if console is not None else Console(stderr=True)  # stderr, like the probe's bar
@@ -137,10 +137,10 @@ def rich_progress(name: str, console: Any = None) -> Any:
             if not state.is_world_process_zero:  # one bar per job under accelerate launch
                 return
             self._epochs = math.ceil(args.num_train_epochs)
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("steps, epoch {task.fields[epoch]}, loss {task.fields[loss]}"),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=self.console, transient=False)
+            # The bar takes whatever width the text leaves, so the line fits 80 columns.
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
+                                 TextColumn("steps, epoch {task.fields[epoch]}, loss {task.fields[loss]}, ETA"),
+                                 TimeRemainingColumn(), console=self.console, transient=False)
             self._task = self._bar.add_task(name, total=state.max_steps, epoch=f"1/{self._epochs}", loss="–")
             self._bar.start()
 
@@ -159,6 +159,9 @@ def rich_progress(name: str, console: Any = None) -> Any:
                 self._bar.update(self._task, loss=f"{float(logs['loss']):.4f}")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            short = self._bar is not None and state.global_step < state.max_steps
             self.close()
+            if short:  # early stopping leaves the bar short of its total: say why, or it looks stuck
+                self.say(f"{name}: stopped early after {state.global_step} of {state.max_steps} steps")
 
     return RichProgress()
