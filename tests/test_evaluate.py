@@ -1,5 +1,5 @@
-"""Metrics on crafted categories (known answers), the t-interval, and greedy eval on a tiny model
-that has memorized a few facts, so every prediction and accuracy is known in advance."""
+"""Greedy eval on a tiny model that has memorized a few facts, so every prediction and accuracy is
+known in advance (movement metrics and intervals: tests/test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from gradual import evaluate as ev
+from gradual.categories import CATEGORIES as CATS
 from gradual.data.items import Item
 from tests.memorized import memorize, memorized_model_dir
 
-CATS = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 HK, MK, WK, UK = CATS
 
 
@@ -27,69 +27,6 @@ def memorized_lm(memorized_dir: Path) -> Any:
     from gradual.models import load_model
 
     return load_model(str(memorized_dir), device="cpu", dtype="fp32")
-
-
-BEFORE = {"a": HK, "b": HK, "c": HK, "d": MK, "e": MK, "f": WK, "g": UK, "h": UK, "only_before": HK}
-AFTER = {"a": HK, "b": HK, "c": MK, "d": HK, "e": MK, "f": HK, "g": UK, "h": WK, "only_after": UK}
-
-
-def test_categories_order_matches_probe() -> None:
-    from gradual.probe.slick import CATEGORIES
-
-    assert tuple(CATEGORIES) == CATS
-
-
-def test_transitions_counts_only_shared_ids() -> None:
-    m = ev.transitions(BEFORE, AFTER)
-    assert m == [
-        [2, 1, 0, 0],  # HK -> HK (a, b), HK -> MK (c)
-        [1, 1, 0, 0],  # MK -> HK (d), MK -> MK (e)
-        [1, 0, 0, 0],  # WK -> HK (f)
-        [0, 0, 1, 1],  # UK -> WK (h), UK -> UK (g)
-    ]
-    assert sum(map(sum, m)) == 8  # only_before / only_after are left out
-
-
-def test_acquired_forgotten_retention() -> None:
-    assert ev.acquired(BEFORE, AFTER) == 2  # d, f
-    assert ev.forgotten(BEFORE, AFTER) == 1  # c
-    assert ev.retention(BEFORE, AFTER) == pytest.approx(1 - 1 / 3)
-    assert ev.retention({"x": MK}, {"x": HK}) is None  # nothing HighlyKnown before
-    assert ev.retention({"x": HK}, {"x": HK}) == 1.0
-    # Consistency with the matrix: acquired = HK column minus its diagonal, forgotten = HK row off-diagonal.
-    m = ev.transitions(BEFORE, AFTER)
-    assert ev.acquired(BEFORE, AFTER) == sum(m[r][0] for r in range(1, 4))
-    assert ev.forgotten(BEFORE, AFTER) == sum(m[0][1:])
-
-
-def test_category_counts_always_has_every_key() -> None:
-    assert ev.category_counts({"a": MK, "b": MK}) == {HK: 0, MK: 2, WK: 0, UK: 0}
-    assert ev.category_counts({}) == dict.fromkeys(CATS, 0)
-    with pytest.raises(ValueError):
-        ev.category_counts({"a": "Known"})
-
-
-def test_t_quantile_matches_table() -> None:
-    # Two-sided 95% critical values from any t table.
-    for df, want in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (30, 2.042), (1000, 1.962)]:
-        assert ev.t_quantile(0.975, df) == pytest.approx(want, abs=1e-3)
-    assert ev.t_quantile(0.025, 4) == pytest.approx(-2.776, abs=1e-3)
-    assert ev.t_cdf(0.0, 3) == pytest.approx(0.5)
-
-
-def test_mean_ci_known_values() -> None:
-    r = ev.mean_ci([1.0, 2.0, 3.0, 4.0])
-    assert r["mean"] == 2.5 and r["n"] == 4
-    assert r["sd"] == pytest.approx(1.2909944, rel=1e-6)
-    half = 3.182446 * 1.2909944 / 2  # t(0.975, 3) * sd / sqrt(4)
-    assert r["lo"] == pytest.approx(2.5 - half, rel=1e-5)
-    assert r["hi"] == pytest.approx(2.5 + half, rel=1e-5)
-    one = ev.mean_ci([0.4])
-    assert one == {"mean": 0.4, "lo": 0.4, "hi": 0.4, "n": 1, "sd": None}
-    assert ev.mean_ci([])["mean"] is None
-    assert ev.mean_ci([3.0, None, 3.0]) == {"mean": 3.0, "lo": 3.0, "hi": 3.0, "n": 2, "sd": 0.0}
-    wider = ev.mean_ci([1.0, 2.0, 3.0, 4.0], level=0.99)
-    assert wider["hi"] - wider["lo"] > r["hi"] - r["lo"]
 
 
 def test_score_predictions_by_category_and_hallucination() -> None:
@@ -179,12 +116,6 @@ def test_eval_command_bad_input_is_a_user_error(tiny_model_dir: Path, tmp_path: 
     with pytest.raises(UserError, match="--adapter"):
         (tmp_path / "d.jsonl").write_text(json.dumps({"id": "1", "question": "q?", "answers": ["a"]}) + "\n")
         evaluate_file(str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "o.json", adapter=tmp_path / "no-adapter")
-
-
-def test_mean_ci_bounds_clip_the_interval() -> None:
-    r = ev.mean_ci([0.9, 1.0, 1.0], bounds=(0.0, 1.0))
-    assert r["hi"] == 1.0 and r["lo"] < r["mean"] < 1.0
-    assert ev.mean_ci([0.9, 1.0, 1.0])["hi"] > 1.0  # unclipped, the t-interval overshoots
 
 
 def test_load_categories_errors_name_file_and_line(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Run as: gradual compare --config configs/default.yaml --strategies gradual,maybe
 
 Layout: OUT/runs/<strategy>-seed<k>/ (ordinary run folders), OUT/comparison.json,
 OUT/comparison.md, OUT/report.html. Every aggregate is a mean over seeds with a t-interval
-(gradual.evaluate.mean_ci); the headline is the paper's "knowledge acquired" figure, paired by seed.
+(gradual.metrics.mean_ci); the headline is the paper's "knowledge acquired" figure, paired by seed.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import yaml
 
 from gradual.atomic import write_json, write_text
 from gradual.errors import UserError
-from gradual.evaluate import mean_ci
+from gradual.categories import CATEGORIES
+from gradual.metrics import mean_ci
 
-CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 COUNT_BOUNDS = (0.0, math.inf)
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
 
@@ -236,8 +236,8 @@ def _hk_share(s: Mapping[str, Any]) -> float | None:
 
 def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean and 95% interval over one strategy's runs (one per seed) of every reported number."""
-    cats = list(CATEGORY_ORDER) + sorted({c for r in rows for c in (_get(r, "test_accuracy", "by_category") or {})}
-                                         - set(CATEGORY_ORDER))
+    cats = list(CATEGORIES) + sorted({c for r in rows for c in (_get(r, "test_accuracy", "by_category") or {})}
+                                         - set(CATEGORIES))
     n_stages = max((len(r.get("stages") or []) for r in rows), default=0)
     stages = []
     for i in range(n_stages):
@@ -260,7 +260,7 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         level = [(r.get("categories") or [{}])[min(i, len(r.get("categories") or [{}]) - 1)].get("counts") or {}
                  for r in rows if r.get("categories")]
         categories.append({"stage": i, "counts": {c: mean_ci([lv.get(c, 0) for lv in level])["mean"]
-                                                  for c in CATEGORY_ORDER}})
+                                                  for c in CATEGORIES}})
     mats = [_get(r, "transitions", "counts") for r in rows if _get(r, "transitions", "counts")]
     trans = ([[sum(m[a][b] for m in mats) / len(mats) for b in range(len(mats[0][0]))] for a in range(len(mats[0]))]
              if mats else None)
@@ -337,7 +337,7 @@ def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str
     return {
         "model": first.get("model"), "data": first.get("data"),
         "strategies_order": list(strategies), "seeds": list(seeds),
-        "categories_order": list(CATEGORY_ORDER),
+        "categories_order": list(CATEGORIES),
         "strategies": {st: aggregate_strategy([s for s in summaries if s.get("strategy") == st]) for st in strategies},
         "headline": headline(summaries),
         "noise": noise_control(summaries),
@@ -376,11 +376,11 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                      f"{fmt_ci(s['highly_known_after'], 1)} | {fmt_ci(s['highly_known_after_share'], pct=True)} | "
                      f"{per_stage} | {fmt_seconds((s.get('wall_s') or {}).get('mean'))} |")
     lines += ["", "## Test accuracy by base category", "",
-              "| strategy | " + " | ".join(CATEGORY_ORDER) + " | hallucination on Unknown |",
-              "|---|" + "---:|" * (len(CATEGORY_ORDER) + 1)]
+              "| strategy | " + " | ".join(CATEGORIES) + " | hallucination on Unknown |",
+              "|---|" + "---:|" * (len(CATEGORIES) + 1)]
     for name, s in (c.get("strategies") or {}).items():
         by = s.get("test_accuracy_by_category") or {}
-        lines.append(f"| {name} | " + " | ".join(fmt_ci(by.get(cat), pct=True) for cat in CATEGORY_ORDER)
+        lines.append(f"| {name} | " + " | ".join(fmt_ci(by.get(cat), pct=True) for cat in CATEGORIES)
                      + f" | {fmt_ci(s.get('hallucination_rate'), pct=True)} |")
     h = c.get("headline")
     lines += ["", "## Headline: knowledge acquired by the second stage", ""]

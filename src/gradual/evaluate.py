@@ -1,163 +1,18 @@
-"""Metrics, each defined once: category movement (transitions, acquired, forgotten, retention),
-intervals over seeds, and greedy exact-match evaluation in the zero-shot fine-tune format.
+"""Greedy exact-match evaluation in the zero-shot fine-tune format, by category when given a probe.
 
 Run as: gradual eval --model smollm2-135m --data data/world/test.jsonl --out eval.json
 
-Category maps are `{item id: category}` (what `ProbeResult.categories()` returns). Movement
-metrics count only ids present in both maps, so a probe of a subset never reads as forgetting.
+Movement metrics and intervals live in gradual.metrics.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from gradual.categories import CATEGORIES, UNKNOWN
 from gradual.data.items import Item
-
-HIGHLY_KNOWN = "HighlyKnown"
-
-
-def _categories() -> tuple[str, ...]:
-    # Lazy: the probe package owns the spelling and order of the categories.
-    from gradual.probe.slick import CATEGORIES
-
-    return tuple(CATEGORIES)
-
-
-def _shared(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    return [i for i in before if i in after]
-
-
-def transitions(before: Mapping[str, str], after: Mapping[str, str]) -> list[list[int]]:
-    """4x4 counts: rows = category before, columns = category after, in CATEGORIES order."""
-    cats = _categories()
-    index = {c: k for k, c in enumerate(cats)}
-    counts = [[0] * len(cats) for _ in cats]
-    for i in _shared(before, after):
-        b, a = before[i], after[i]
-        if b not in index or a not in index:
-            raise ValueError(f"item {i!r}: unknown category {b if b not in index else a!r}")
-        counts[index[b]][index[a]] += 1
-    return counts
-
-
-def acquired(before: Mapping[str, str], after: Mapping[str, str]) -> int:
-    """Items not HighlyKnown before that are HighlyKnown after."""
-    return sum(1 for i in _shared(before, after) if before[i] != HIGHLY_KNOWN and after[i] == HIGHLY_KNOWN)
-
-
-def forgotten(before: Mapping[str, str], after: Mapping[str, str]) -> int:
-    """Items HighlyKnown before that are not HighlyKnown after."""
-    return sum(1 for i in _shared(before, after) if before[i] == HIGHLY_KNOWN and after[i] != HIGHLY_KNOWN)
-
-
-def retention(before: Mapping[str, str], after: Mapping[str, str]) -> float | None:
-    """1 - forgotten / HighlyKnown before; None when nothing was HighlyKnown before."""
-    known = sum(1 for i in _shared(before, after) if before[i] == HIGHLY_KNOWN)
-    if known == 0:
-        return None
-    return 1.0 - forgotten(before, after) / known
-
-
-def category_counts(cats: Mapping[str, str]) -> dict[str, int]:
-    """Items per category; all four categories always present (zeros included)."""
-    out = {c: 0 for c in _categories()}
-    for c in cats.values():
-        if c not in out:
-            raise ValueError(f"unknown category {c!r}")
-        out[c] += 1
-    return out
-
-
-# --- Student t quantile (scipy is not a dependency) -------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta (modified Lentz, Numerical Recipes)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(lbeta) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse of t_cdf by bisection (monotone, so 200 halvings reach machine precision)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError("p must be in (0, 1)")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
-def mean_ci(values: Sequence[float | None], level: float = 0.95,
-            bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
-    """Mean and two-sided t-interval over `values` (None entries are dropped).
-
-    Returns {"mean", "lo", "hi", "n", "sd"}; with one value the interval collapses to the mean
-    (sd None), with none every number is None. `bounds` clips the interval to the values' range
-    (e.g. (0, 1) for a proportion, which cannot exceed 100% however few the seeds).
-    """
-    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    n = len(xs)
-    if n == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0, "sd": None}
-    mean = sum(xs) / n
-    if n == 1:
-        return {"mean": mean, "lo": mean, "hi": mean, "n": 1, "sd": None}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
-    lo, hi = mean - half, mean + half
-    if bounds is not None:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return {"mean": mean, "lo": lo, "hi": hi, "n": n, "sd": sd}
-
 
 # --- greedy evaluation -------------------------------------------------------------------------
 
@@ -184,14 +39,14 @@ def score_predictions(predictions: list[dict[str, Any]], with_categories: bool) 
     by_cat: dict[str, dict[str, Any]] = {}
     halluc: float | None = None
     if with_categories:
-        names = list(_categories())
+        names = list(CATEGORIES)
         if any(p["category"] is None for p in predictions):
             names.append("Uncategorized")  # ids missing from the probe file: counted, not hidden
         for c in names:
             rows = [p for p in predictions if (p["category"] or "Uncategorized") == c]
             k = sum(1 for p in rows if p["correct"])
             by_cat[c] = {"n": len(rows), "correct": k, "accuracy": k / len(rows) if rows else None}
-        unknown = [p for p in predictions if p["category"] == "Unknown"]
+        unknown = [p for p in predictions if p["category"] == UNKNOWN]
         if unknown:
             # A confident wrong answer, not an abstention: the prediction is non-empty and wrong.
             halluc = sum(1 for p in unknown if p["prediction"].strip() and not p["correct"]) / len(unknown)
@@ -263,7 +118,7 @@ def load_categories(path: str | Path) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--categories: {p}: no such probe file")
-    known = set(_categories())
+    known = set(CATEGORIES)
     out: dict[str, str] = {}
     for lineno, row in iter_json_lines(p):
         if not isinstance(row, dict) or "id" not in row or "category" not in row:

@@ -33,7 +33,8 @@ from typing import Any, Sequence
 from gradual.atomic import write_json, write_jsonl
 from gradual.data.items import Item, item_from_dict, iter_json_lines
 from gradual.errors import UserError, where
-from gradual.probe.slick import CATEGORIES
+from gradual import categories
+from gradual.categories import CATEGORIES
 from gradual.prompts import FinetuneFormat
 
 FORMATS = ("alpaca", "chat", "trl")
@@ -81,19 +82,10 @@ class ExportResult:
 
 def parse_categories(text: str) -> tuple[str, ...]:
     """`--categories` "MaybeKnown,WeaklyKnown" (any case, or "all") -> canonical names in CATEGORIES order."""
-    by_lower = {c.lower(): c for c in CATEGORIES}
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise UserError(f"--categories: empty (choose from {', '.join(CATEGORIES)}, or all)")
-    chosen: set[str] = set()
-    for name in names:
-        if name.lower() == "all":
-            chosen.update(CATEGORIES)
-        elif name.lower() in by_lower:
-            chosen.add(by_lower[name.lower()])
-        else:
-            raise UserError(f"--categories: {name!r} is not a category (choose from {', '.join(CATEGORIES)}, or all)")
-    return tuple(c for c in CATEGORIES if c in chosen)
+    try:
+        return categories.parse_categories(text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_format(fmt: str) -> str:

@@ -191,8 +191,9 @@ class Pipeline:
 
     def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
                stage_records: list[dict[str, Any]], base_train: Any, base_test: Any) -> dict[str, Any]:
-        from gradual.evaluate import acquired, category_counts, evaluate_items, forgotten, retention, transitions
-        from gradual.probe import CATEGORIES
+        from gradual.categories import CATEGORIES, HIGHLY
+        from gradual.evaluate import evaluate_items
+        from gradual.metrics import acquired, category_counts, forgotten, retention, transitions
 
         eval_path = self.out / "eval" / "test.json"
         if eval_path.exists():
@@ -218,8 +219,8 @@ class Pipeline:
             "transitions": {"labels": list(CATEGORIES), "counts": transitions(before, after)},
             "acquired": acquired(before, after), "forgotten": forgotten(before, after),
             "retention": retention(before, after), "n_train_items": len(data.train),
-            "highly_known": {"before": sum(c == "HighlyKnown" for c in before.values()),
-                             "after": sum(c == "HighlyKnown" for c in after.values())},
+            "highly_known": {"before": sum(c == HIGHLY for c in before.values()),
+                             "after": sum(c == HIGHLY for c in after.values())},
             "test_accuracy": {"overall": ev["accuracy"], "n": ev["n"], "by_category": ev["by_category"]},
             "hallucination_rate": ev.get("hallucination_rate"),
             "noise": {"flip_rate": noise.get("mean_flip_rate"), "changed_share": noise.get("changed_share"),

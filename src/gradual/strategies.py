@@ -57,14 +57,10 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
+from gradual.categories import CATEGORIES, HIGH, HIGHLY, LOW, MAYBE, WEAKLY
 from gradual.config import RunConfig, TrainConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
-
-# Spelled as in gradual.probe.slick.CATEGORIES (checked by _check_categories; imported lazily so
-# this module does not pull in the probe package).
-HIGHLY, MAYBE, WEAKLY, UNKNOWN = "HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"
-LOW, HIGH = frozenset({WEAKLY, UNKNOWN}), frozenset({MAYBE, HIGHLY})
 
 History = Sequence[Mapping[str, str]]
 
@@ -79,9 +75,6 @@ class StagePlan:
 
 
 def _check_categories(history: History, upto: int, items: Sequence[Item]) -> None:
-    from gradual.probe.slick import CATEGORIES
-
-    assert (HIGHLY, MAYBE, WEAKLY, UNKNOWN) == tuple(CATEGORIES)
     if len(history) < upto:
         raise ValueError(f"need {upto} probe results (history), got {len(history)}")
     for j in range(upto):

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-SHORT = {"HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "UK"}
+from gradual.categories import CATEGORIES, SHORT, ordered
+
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -61,11 +61,6 @@ def fmt_seconds(s: Any) -> str:
     return f"{s / 3600:.2f}h"
 
 
-def _ordered(keys: Any) -> list[str]:
-    keys = list(keys)
-    return [c for c in CATEGORY_ORDER if c in keys] + [k for k in keys if k not in CATEGORY_ORDER]
-
-
 def _fits(console: Console, table: Table) -> bool:
     """True when `table` renders at its natural width (no wrapped or ellipsized cells) on `console`."""
     # Measured against a huge width: a table clamps its own measurement to the width it is given.
@@ -98,7 +93,7 @@ def print_summary(summary: Mapping[str, Any], console: Console) -> None:
         for st in stages:
             comp = st.get("composition") or {}
             comp_s = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in
-                               ((k, comp[k]) for k in _ordered(comp)) if v)
+                               ((k, comp[k]) for k in ordered(comp)) if v)
             t.add_row(str(st.get("name", "?")), fmt_num(st.get("n_train")), fmt_num(st.get("n_replay")), comp_s or "–",
                       fmt_num(st.get("best_epoch")), fmt_pct(st.get("dev_accuracy")), fmt_seconds(st.get("wall_s")))
             if st.get("note"):
@@ -109,7 +104,7 @@ def print_summary(summary: Mapping[str, Any], console: Console) -> None:
     if cats:
         t = Table(title="train items by category after each stage (stage 0 = base model)", title_justify="left")
         t.add_column("stage", justify="right")
-        names = _ordered({k for c in cats for k in (c.get("counts") or {})} or CATEGORY_ORDER)
+        names = ordered({k for c in cats for k in (c.get("counts") or {})} or CATEGORIES)
         for n in names:
             t.add_column(n, justify="right")
         for c in cats:
@@ -131,7 +126,7 @@ def print_summary(summary: Mapping[str, Any], console: Console) -> None:
     ta = summary.get("test_accuracy") or {}
     if ta:
         t.add_row("test accuracy", f"{fmt_pct(ta.get('overall'))} (n={fmt_num(ta.get('n'))})")
-        for cat in _ordered(ta.get("by_category") or {}):
+        for cat in ordered(ta.get("by_category") or {}):
             v = ta["by_category"][cat]
             t.add_row(f"  on base-{cat}", f"{fmt_pct(v.get('accuracy'))} (n={fmt_num(v.get('n'))})")
     t.add_row("hallucination rate (base-Unknown test items)", fmt_pct(summary.get("hallucination_rate")))
@@ -150,7 +145,7 @@ def print_eval(result: Mapping[str, Any], console: Console) -> None:
         t.add_column(col, justify="left" if col == "items" else "right")
     n = result.get("n", 0)
     t.add_row("all", str(n), str(round((result.get("accuracy") or 0) * n)), fmt_pct(result.get("accuracy")))
-    for cat in _ordered(result.get("by_category") or {}):
+    for cat in ordered(result.get("by_category") or {}):
         v = result["by_category"][cat]
         t.add_row(f"base-{cat}", fmt_num(v.get("n")), fmt_num(v.get("correct")), fmt_pct(v.get("accuracy")))
     console.print(t)

@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gradual.answers import normalize
+from gradual.categories import CATEGORIES, HIGHLY, MAYBE, UNKNOWN, WEAKLY  # CATEGORIES re-exported
 from gradual.data.items import Item
 from gradual.errors import UserError
-
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 # The any-relation pool's key in exemplar streams (not a valid relation name in our data: it has a space).
 ANY_RELATION = "* any relation"
@@ -57,12 +56,24 @@ def categorize(p_greedy: float, p_sample: float, *, p_seen: float | None = None)
     if not (0.0 <= p_greedy <= 1.0):
         raise ValueError(f"p_greedy must be in [0, 1], got {p_greedy}")
     if p_greedy >= 1.0:
-        return "HighlyKnown"
+        return HIGHLY
     if p_greedy > 0.0:
-        return "MaybeKnown"
+        return MAYBE
     if p_seen is not None:
-        return "WeaklyKnown" if p_seen >= 0.5 else "Unknown"
-    return "WeaklyKnown" if p_sample > 0.0 else "Unknown"
+        return WEAKLY if p_seen >= 0.5 else UNKNOWN
+    return WEAKLY if p_sample > 0.0 else UNKNOWN
+
+
+def maybe_known_settled(n_right: int, n_wrong: int) -> bool:
+    """One right and one wrong greedy answer make an item MaybeKnown whatever its other prompts say."""
+    return n_right > 0 and n_wrong > 0
+
+
+def sample_evidence_settled(p_seen: float | None, n_sample_correct: int) -> bool:
+    """The "a correct sample is seen" half of WeaklyKnown can only grow with more prompts: once it holds
+    (p_seen >= 0.5 under exact, one correct sample under sample), more samples or scores cannot change
+    the category; only the remaining greedy answers can (one right one makes the item MaybeKnown)."""
+    return p_seen >= 0.5 if p_seen is not None else n_sample_correct > 0
 
 
 def p_seen_from_prompts(p_prompts: Sequence[float], samples: int) -> float:

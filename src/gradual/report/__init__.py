@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from gradual.atomic import read_jsonl, write_text
+from gradual.categories import CATEGORIES
 from gradual.errors import UserError
 
-CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 
 def write_report(path: str | Path) -> Path:
@@ -103,7 +103,7 @@ def run_context(run_dir: Path) -> dict[str, Any]:
         "Each bar is the whole train split, probed with the model after that stage (base = before any training). "
         "Growth of the dark blue HighlyKnown segment is knowledge the model answers reliably."))
     trans = s.get("transitions") or {}
-    labels = trans.get("labels") or list(CATEGORY_ORDER)
+    labels = trans.get("labels") or list(CATEGORIES)
     charts.append(_chart(
         "transitions", "Base → final categories",
         plots.transition_heatmaps({"train items": trans["counts"]}, labels) if trans.get("counts") else plots.empty("no transitions"),
@@ -114,7 +114,7 @@ def run_context(run_dir: Path) -> dict[str, Any]:
     by = ta.get("by_category") or {}
     series = {s.get("strategy", "run"): {**{c: {"mean": (by.get(c) or {}).get("accuracy")} for c in by},
                                          "overall": {"mean": ta.get("overall")}}}
-    groups = ["overall"] + [c for c in CATEGORY_ORDER if c in by] + [c for c in by if c not in CATEGORY_ORDER]
+    groups = ["overall"] + [c for c in CATEGORIES if c in by] + [c for c in by if c not in CATEGORIES]
     charts.append(_chart(
         "test-accuracy", "Test accuracy by base category",
         plots.grouped_bars(series, groups, "test accuracy (%)") if ta else plots.empty("no test evaluation"),
@@ -148,13 +148,13 @@ def run_context(run_dir: Path) -> dict[str, Any]:
         counts = c.get("counts") or {}
         tot = sum(counts.values()) or 1
         cat_rows.append([_levels([c])[0][0]] + [f"{counts.get(k, 0)} ({100 * counts.get(k, 0) / tot:.0f}%)"
-                                                for k in CATEGORY_ORDER])
+                                                for k in CATEGORIES])
     acc_rows = [[c, fmt_num((by[c] or {}).get("n")), fmt_num((by[c] or {}).get("correct")),
                  fmt_pct((by[c] or {}).get("accuracy"))] for c in groups[1:]]
     tables = [
         {"title": "Stages", "head": ["stage", "trained", "replay", "composition (base categories)", "best epoch",
                                      "dev accuracy", "time", "note"], "rows": stage_rows},
-        {"title": "Train items by category", "head": ["after", *CATEGORY_ORDER], "rows": cat_rows},
+        {"title": "Train items by category", "head": ["after", *CATEGORIES], "rows": cat_rows},
         {"title": "Test accuracy by base category", "head": ["category", "n", "correct", "accuracy"], "rows": acc_rows},
     ]
     return {
@@ -180,7 +180,7 @@ def compare_context(folder: Path) -> dict[str, Any]:
     charts: list[dict[str, Any]] = []
     acc_series = {name: {"overall": s.get("test_accuracy") or {}, **(s.get("test_accuracy_by_category") or {})}
                   for name, s in strategies.items()}
-    groups = ["overall", *CATEGORY_ORDER]
+    groups = ["overall", *CATEGORIES]
     charts.append(_chart(
         "accuracy-by-category", "Test accuracy by base category, per strategy",
         plots.grouped_bars(acc_series, groups, "test accuracy (%)") if strategies else plots.empty("no runs"),
@@ -206,7 +206,7 @@ def compare_context(folder: Path) -> dict[str, Any]:
     mats = {name: s["transitions_mean"] for name, s in strategies.items() if s.get("transitions_mean")}
     charts.append(_chart(
         "transitions", "Base → final categories (mean over seeds)",
-        plots.transition_heatmaps(mats, list(CATEGORY_ORDER)) if mats else plots.empty("no transitions"),
+        plots.transition_heatmaps(mats, list(CATEGORIES)) if mats else plots.empty("no transitions"),
         "Rows: category under the base model; columns: after the last stage; cells: mean item count and share "
         "of the row. Compare the off-diagonal shares with the chance flip rate beside."))
     for name in strategies:
@@ -231,8 +231,8 @@ def compare_context(folder: Path) -> dict[str, Any]:
                        " / ".join(fmt_ci(st.get("n_train"), 0) for st in s.get("stages") or []) or "–",
                        fmt_ci(s.get("hallucination_rate"), pct=True), fmt_seconds((s.get("wall_s") or {}).get("mean"))]
                       for name, s in strategies.items()]}
-    by_cat = {"title": "Test accuracy by base category", "head": ["strategy", *CATEGORY_ORDER],
-              "rows": [[name, *(fmt_ci((s.get("test_accuracy_by_category") or {}).get(k), pct=True) for k in CATEGORY_ORDER)]
+    by_cat = {"title": "Test accuracy by base category", "head": ["strategy", *CATEGORIES],
+              "rows": [[name, *(fmt_ci((s.get("test_accuracy_by_category") or {}).get(k), pct=True) for k in CATEGORIES)]
                        for name, s in strategies.items()]}
     runs = {"title": "Runs", "head": ["run", "test accuracy", "acquired", "forgotten", "retention", "HK after",
                                       "trained per stage", "reused", "time"],

@@ -17,8 +17,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-CATEGORY_COLORS = {"HighlyKnown": "#2166ac", "MaybeKnown": "#67a9cf", "WeaklyKnown": "#ef8a62", "Unknown": "#bdbdbd"}
-CATEGORY_ORDER = tuple(CATEGORY_COLORS)
+from gradual.categories import CATEGORIES, HIGHLY, WEAKLY  # noqa: E402
+
+CATEGORY_COLORS = dict(zip(CATEGORIES, ("#2166ac", "#67a9cf", "#ef8a62", "#bdbdbd")))  # dark = better known
 SERIES_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 INK, GRID = "#333333", "#e6e6e6"
 
@@ -77,7 +78,7 @@ def category_bars(groups: Mapping[str, Sequence[tuple[str, Mapping[str, float]]]
             xs = range(len(levels))
             bottom = [0.0] * len(levels)
             totals = [sum(c.values()) or 1 for _, c in levels]
-            for cat in CATEGORY_ORDER:
+            for cat in CATEGORIES:
                 vals = [float(c.get(cat) or 0) for _, c in levels]
                 bars = ax.bar(xs, vals, bottom=bottom, color=CATEGORY_COLORS[cat], width=0.62, label=cat,
                               edgecolor="white", linewidth=0.6)
@@ -85,7 +86,7 @@ def category_bars(groups: Mapping[str, Sequence[tuple[str, Mapping[str, float]]]
                     if v / tot >= 0.07:  # label only segments tall enough to hold the text
                         ax.text(b.get_x() + b.get_width() / 2, base + v / 2, f"{v:.0f}" if v == int(v) else f"{v:.1f}",
                                 ha="center", va="center", fontsize=7.5,
-                                color="white" if cat in ("HighlyKnown", "WeaklyKnown") else INK)
+                                color="white" if cat in (HIGHLY, WEAKLY) else INK)
                 bottom = [b + v for b, v in zip(bottom, vals)]
             ax.set_xticks(list(xs), [lbl for lbl, _ in levels], rotation=0)
             ax.set_title(title, loc="left")
