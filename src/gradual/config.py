@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from gradual.errors import UserError
+from gradual.strategies import STRATEGIES
 
 
 @dataclass
@@ -33,6 +34,9 @@ class ProbeConfig:
     max_new_tokens: int = 12  # answers are short entities; decoding also stops at the newline
     repeat: int = 0  # extra probes with fresh exemplar seeds, to measure chance category flips
     cache: bool = True
+    # Every prompt, sample and score for every item (the paper's full estimates). Off: each item stops
+    # at the evidence that settles its category; the categories are the same, the work far less.
+    full: bool = False
 
 
 @dataclass
@@ -215,8 +219,6 @@ def _ranges(cfg: RunConfig, errors: list[str]) -> None:
 
 
 def _known_strategy(cfg: RunConfig, errors: list[str]) -> None:
-    from gradual.strategies import STRATEGIES  # imported late: strategies imports this module
-
     if isinstance(cfg.strategy, str) and cfg.strategy not in STRATEGIES:
         errors.append(f"strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import platform
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import yaml
 from gradual import __version__
 from gradual.atomic import write_json, write_text
 from gradual.config import RunConfig, to_dict
-from gradual.data.items import Item, load_dataset_dir
+from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
 from gradual.models import LoadedModel, load_model
 
@@ -46,13 +45,9 @@ def library_versions() -> dict[str, str]:
 
 
 def _subset(items: list[Item], limit: int) -> list[Item]:
-    """A deterministic subset independent of the run seed, so every run of a compare probes the same
-    items and shares the base probe from the cache."""
-    if not limit or limit >= len(items):
-        return items
-    rng = random.Random(0)
-    keep = set(rng.sample(range(len(items)), limit))
-    return [it for i, it in enumerate(items) if i in keep]
+    """A deterministic subset independent of the run seed (seed 0), so every run of a compare probes the
+    same items and shares the base probe from the cache."""
+    return seeded_subset(items, limit, seed=0) if limit else items
 
 
 @dataclass

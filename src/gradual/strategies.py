@@ -53,14 +53,15 @@ Edge cases:
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from gradual.categories import CATEGORIES, HIGH, HIGHLY, LOW, MAYBE, WEAKLY
-from gradual.config import RunConfig, TrainConfig
-from gradual.data.items import Item
+from gradual.data.items import Item, seeded_subset
 from gradual.errors import UserError
+
+if TYPE_CHECKING:  # types only: config validates strategy names against STRATEGIES, so no import cycle
+    from gradual.config import RunConfig, TrainConfig
 
 History = Sequence[Mapping[str, str]]
 
@@ -197,8 +198,7 @@ def _no_unknown(items: Sequence[Item], history: History, cfg: RunConfig) -> tupl
 def _random(items: Sequence[Item], history: History, cfg: RunConfig) -> tuple[list[Item], str]:
     """A random subset (seed cfg.seed) as large as base MaybeKnown."""
     n = len(_base(items, history, {MAYBE}))
-    keep = set(random.Random(cfg.seed).sample(range(len(items)), n))
-    return [it for i, it in enumerate(items) if i in keep], f"random subset the size of base MaybeKnown ({n})"
+    return seeded_subset(items, n, cfg.seed), f"random subset the size of base MaybeKnown ({n})"
 
 
 STRATEGIES: dict[str, Callable[[int, Sequence[Item], History, RunConfig], Optional[StagePlan]]] = {

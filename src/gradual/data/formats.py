@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from gradual import __version__
 from gradual.answers import normalize
-from gradual.data.items import SPLITS, Item, item_from_dict
+from gradual.data.items import SPLITS, Item, item_from_dict, iter_json_lines, read_user_text
 from gradual.data.splits import check_fracs, check_unique_ids, split_items, write_dataset
 from gradual.errors import UserError, where
 
@@ -50,21 +50,7 @@ class Loaded:
 
 
 def read_text(path: Path) -> str:
-    """A user file's text; missing, folder, non-UTF-8 and empty files are UserErrors."""
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{where(path, line)}: not valid UTF-8 (byte {exc.start})") from None
-    text = text.removeprefix("\ufeff")  # a BOM from Windows editors is not content
-    if not text.strip():
-        raise UserError(f"{path}: empty file")
-    return text
+    return read_user_text(path)
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError) -> UserError:
@@ -114,14 +100,13 @@ def json_array_with_lines(path: Path) -> Iterator[tuple[Any, int]]:
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[Any, int]]:
-    text = read_text(path)
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield json.loads(raw), lineno
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where(path, lineno)}: malformed JSON ({exc.msg})") from None
+    """(object, line) per JSONL line, through the one JSONL reader; an empty file is an error here."""
+    empty = True
+    for lineno, obj in iter_json_lines(path):
+        empty = False
+        yield obj, lineno
+    if empty:
+        raise UserError(f"{path}: empty file")
 
 
 def table_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[dict[str, str], int]]]:

@@ -74,24 +74,35 @@ def item_from_dict(obj: Any, path: str | os.PathLike[str], line: int | None) -> 
     )
 
 
-def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded object) for each non-blank line of a user's JSONL file.
-
-    The one reader of user JSONL: a missing file, a folder, non-UTF-8 bytes and malformed JSON all
-    raise UserError naming the file and line.
-    """
+def read_user_text(path: str | os.PathLike[str], *, allow_empty: bool = False) -> str:
+    """A user file's text: missing, folder, non-UTF-8 (and, unless allowed, empty) files are UserErrors
+    naming the file (and line)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
     if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a .jsonl file")
+        raise UserError(f"{p}: is a folder, expected a file")
     data = p.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise UserError(f"{where(p, line)}: not valid UTF-8 (byte {exc.start})") from None
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    text = text.removeprefix("\ufeff")  # a BOM from Windows editors is not content
+    if not allow_empty and not text.strip():
+        raise UserError(f"{p}: empty file")
+    return text
+
+
+def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded object) for each non-blank line of a user's JSONL file.
+
+    The one reader of user JSONL (items, probe files, importers, export): a missing file, a folder,
+    non-UTF-8 bytes and malformed JSON all raise UserError naming the file and line. An empty file
+    yields nothing; callers that need rows say so in their own words.
+    """
+    p = Path(path)
+    for lineno, raw in enumerate(read_user_text(p, allow_empty=True).splitlines(), start=1):
         if not raw.strip():
             continue
         try:
@@ -114,6 +125,17 @@ def read_items(path: str | os.PathLike[str]) -> list[Item]:
     if not items:
         raise UserError(f"{p}: no items (empty file)")
     return items
+
+
+def seeded_subset(items: Sequence[Any], k: int, seed: int) -> list[Any]:
+    """k of `items` drawn without replacement by `random.Random(seed)`, kept in their original order
+    (so files stay readable and diffs small). k >= len(items) returns them all."""
+    import random
+
+    if k >= len(items):
+        return list(items)
+    keep = set(random.Random(seed).sample(range(len(items)), max(k, 0)))
+    return [it for i, it in enumerate(items) if i in keep]
 
 
 def write_items(path: str | os.PathLike[str], items: Iterable[Item]) -> None:
