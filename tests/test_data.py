@@ -567,3 +567,15 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--format" in r.stderr and not (tmp_path / "out").exists()
     r = cli("data", "build", "world", "--out", "w", "--n-cities", "-1", cwd=tmp_path)
     assert r.returncode == 2 and "--n-cities" in r.stderr and not (tmp_path / "w").exists()
+
+
+def test_import_too_small_for_a_dev_split_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    """3 items cannot fill train, dev and test: a clear error, not a folder that no command can read."""
+    src = tmp_path / "three.jsonl"
+    src.write_text("".join(json.dumps({"question": f"What is the capital of {c}?", "answers": [a],
+                                       "relation": "capital", "subject": c}) + "\n"
+                           for c, a in [("France", "Paris"), ("Peru", "Lima"), ("Chile", "Santiago")]))
+    res = subprocess_cli("data", "import", "--format", "jsonl", str(src), "--out", str(tmp_path / "o"))
+    _assert_user_error(res, "dev split of 3 items would be empty", tmp_path / "o")
+    assert "--dev-frac" in res.stderr
+    assert not (tmp_path / "o").exists()

@@ -128,6 +128,14 @@ def write_dataset(out: Path, splits: Mapping[str, Sequence[Item]], meta: Mapping
     """
     out = Path(out)
     _check_out(out)
+    empty = [s for s in SPLITS if not splits.get(s)]
+    if empty:
+        # A dataset folder needs all three (dev is the probe's exemplar pool and the early-stopping
+        # set): refuse here, before writing, rather than leave a folder no command can read.
+        n = sum(len(splits.get(s, ())) for s in SPLITS)
+        flags = " / ".join(f"--{s}-frac" for s in empty if s != "train") or "--dev-frac / --test-frac"
+        raise UserError(f"the {', '.join(empty)} split{'s' if len(empty) > 1 else ''} of {n} items would be "
+                        f"empty (items are split by subject); give more items or change {flags}")
     full_meta = dict(meta)
     full_meta["counts"] = {s: len(splits.get(s, ())) for s in SPLITS}
     out.parent.mkdir(parents=True, exist_ok=True)
