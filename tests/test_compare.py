@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gradual import compare as cmp
+from gradual.commands import compare as flags
 from gradual.errors import UserError
 from tests.fake_runs import FakePipeline, make_summary
 
@@ -28,24 +29,24 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
 
 
 def test_parse_seeds() -> None:
-    assert cmp.parse_seeds("0,1,2") == [0, 1, 2]
-    assert cmp.parse_seeds(" 3, 0-2 ") == [3, 0, 1, 2]
+    assert flags.parse_seeds("0,1,2") == [0, 1, 2]
+    assert flags.parse_seeds(" 3, 0-2 ") == [3, 0, 1, 2]
     for bad in ("", "a", "1,1", "-1", "3-1", "1,,x"):
         with pytest.raises(UserError, match="--seeds"):
-            cmp.parse_seeds(bad)
+            flags.parse_seeds(bad)
 
 
 def test_parse_strategies() -> None:
     # Every strategy the README documents is accepted, and names are kept in the order given.
     documented = ["random", "all", "no-unknown", "known", "maybeknown", "frontier", "gradual"]
-    assert cmp.parse_strategies(" , ".join(documented)) == documented
-    assert cmp.parse_strategies("gradual, maybeknown") == ["gradual", "maybeknown"]
+    assert flags.parse_strategies(" , ".join(documented)) == documented
+    assert flags.parse_strategies("gradual, maybeknown") == ["gradual", "maybeknown"]
     with pytest.raises(UserError, match=r"--strategies: unknown 'nope', 'Gradual' \(known: .*gradual"):
-        cmp.parse_strategies("gradual,nope,Gradual")
+        flags.parse_strategies("gradual,nope,Gradual")
     with pytest.raises(UserError, match="--strategies"):
-        cmp.parse_strategies(",")
+        flags.parse_strategies(",")
     with pytest.raises(UserError, match="more than once"):
-        cmp.parse_strategies("gradual,gradual")
+        flags.parse_strategies("gradual,gradual")
 
 
 def test_headline_is_paired_by_seed() -> None:
@@ -146,14 +147,14 @@ def test_compare_cli_validates_before_running(tmp_path: Path, fake_pipeline: Fak
                                    "--seeds", "0,x", "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, UserError) and "--seeds" in str(res.exception)
     with pytest.raises(UserError, match=r"(?s)--strategies.*--seeds"):  # every bad flag in one message
-        cmp.parse_flags("bogus", "x")
+        flags.parse_flags("bogus", "x")
     assert fake_pipeline.calls == []
 
 
 def test_terminal_tables_render(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     from rich.console import Console
 
-    from gradual.summary_table import print_comparison, print_eval, print_summary
+    from gradual.console import print_comparison, print_eval, print_summary
 
     console = Console(record=True, width=200)
     s = make_summary("gradual", 0)

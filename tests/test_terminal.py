@@ -131,7 +131,7 @@ LONG_NOTE = ("87 of 1000 items: newly MaybeKnown or WeaklyKnown after stage 1 (r
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_run_summary_fits_the_console(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradual.summary_table import print_summary
+    from gradual.console import print_summary
 
     s = make_summary("gradual", 0)
     s["stages"][0]["composition"] = {"HighlyKnown": 3, "MaybeKnown": 312, "WeaklyKnown": 12, "Unknown": 40}
@@ -147,7 +147,7 @@ def test_run_summary_fits_the_console(width: int, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_comparison_fits_the_console(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradual.summary_table import print_comparison
+    from gradual.console import print_comparison
 
     ci = {"mean": 0.451, "lo": 0.401, "hi": 0.501, "n": 3}
     row = {"n_runs": 3, "test_accuracy": ci, "acquired": {"mean": 12.3, "lo": 10.3, "hi": 14.3, "n": 3},

@@ -20,75 +20,13 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from gradual.atomic import write_json, write_text
-from gradual.errors import UserError
 from gradual.categories import CATEGORIES
+from gradual.errors import UserError
 from gradual.metrics import mean_ci
+from gradual.report.markdown import comparison_markdown
 
 COUNT_BOUNDS = (0.0, math.inf)
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
-
-
-# --- flags -------------------------------------------------------------------------------------
-
-
-def parse_strategies(text: str) -> list[str]:
-    """`a,b,c` -> names, checked against the registered strategies (all unknown names at once)."""
-    from gradual.strategies import STRATEGIES
-
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names:
-        raise UserError("--strategies: expected a comma-separated list, e.g. gradual,maybeknown")
-    unknown = [s for s in names if s not in STRATEGIES]
-    if unknown:
-        raise UserError(f"--strategies: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(STRATEGIES))})")
-    dup = sorted({s for s in names if names.count(s) > 1})
-    if dup:
-        raise UserError(f"--strategies: {', '.join(dup)} given more than once")
-    return names
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`0,1,2` or a range `0-4` (or a mix) -> distinct non-negative ints, in the order given."""
-    seeds: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise UserError(f"--seeds: {part!r} is not a seed or a range (use e.g. 0,1,2 or 0-4)") from None
-    if not seeds:
-        raise UserError("--seeds: expected a comma-separated list of integers, e.g. 0,1,2")
-    if any(s < 0 for s in seeds):
-        raise UserError("--seeds: seeds must be non-negative")
-    if len(set(seeds)) != len(seeds):
-        raise UserError("--seeds: a seed is given more than once")
-    return seeds
-
-
-def parse_flags(strategies: str, seeds: str) -> tuple[list[str], list[int]]:
-    """Both flags at once, so one invocation reports every bad flag."""
-    errors: list[str] = []
-    names: list[str] = []
-    seed_list: list[int] = []
-    try:
-        names = parse_strategies(strategies)
-    except UserError as exc:
-        errors.append(str(exc))
-    try:
-        seed_list = parse_seeds(seeds)
-    except UserError as exc:
-        errors.append(str(exc))
-    if errors:
-        raise UserError("\n".join(errors))
-    return names, seed_list
 
 
 def run_name(strategy: str, seed: int) -> str:
@@ -206,7 +144,7 @@ def _eta(fresh: list[float], left: Sequence[tuple[Any, Any, Any, Path]]) -> str:
         return ""
     if not fresh:
         return f"{todo} to run, ETA after the first"
-    from gradual.summary_table import fmt_seconds
+    from gradual.formatting import fmt_seconds
 
     return f"{todo} to run, ETA {fmt_seconds(todo * sum(fresh) / len(fresh))}"
 
@@ -354,58 +292,3 @@ def load_comparison(folder: str | Path) -> dict[str, Any]:
 
 
 # --- markdown -----------------------------------------------------------------------------------
-
-
-def comparison_markdown(c: Mapping[str, Any]) -> str:
-    from gradual.summary_table import fmt_ci, fmt_pct, fmt_seconds
-
-    lines = [f"# Strategy comparison: {c.get('model')} on {c.get('data')}", ""]
-    if c.get("command"):
-        lines += [f"Command: `{c['command']}`", ""]
-    lines += [f"Seeds: {', '.join(map(str, c.get('seeds', [])))}. Every cell is the mean over seeds with its 95% "
-              f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
-              f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
-              f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
-    lines += ["| strategy | runs | test accuracy | acquired | forgotten | retention | HighlyKnown after | "
-              "HK after / train items | items trained per stage | wall time |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for name, s in (c.get("strategies") or {}).items():
-        per_stage = " / ".join(fmt_ci(st["n_train"], 0) for st in s.get("stages") or []) or "–"
-        lines.append(f"| {name} | {s['n_runs']} | {fmt_ci(s['test_accuracy'], pct=True)} | {fmt_ci(s['acquired'], 1)} | "
-                     f"{fmt_ci(s['forgotten'], 1)} | {fmt_ci(s['retention'], pct=True)} | "
-                     f"{fmt_ci(s['highly_known_after'], 1)} | {fmt_ci(s['highly_known_after_share'], pct=True)} | "
-                     f"{per_stage} | {fmt_seconds((s.get('wall_s') or {}).get('mean'))} |")
-    lines += ["", "## Test accuracy by base category", "",
-              "| strategy | " + " | ".join(CATEGORIES) + " | hallucination on Unknown |",
-              "|---|" + "---:|" * (len(CATEGORIES) + 1)]
-    for name, s in (c.get("strategies") or {}).items():
-        by = s.get("test_accuracy_by_category") or {}
-        lines.append(f"| {name} | " + " | ".join(fmt_ci(by.get(cat), pct=True) for cat in CATEGORIES)
-                     + f" | {fmt_ci(s.get('hallucination_rate'), pct=True)} |")
-    h = c.get("headline")
-    lines += ["", "## Headline: knowledge acquired by the second stage", ""]
-    if h:
-        lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
-                     f"(paired by seed): **{fmt_ci(h['relative_increase'], pct=True)}**; the paper reports about +24%. "
-                     f"Absolute difference: {fmt_ci(h['difference'], 1)} items.")
-        lines += ["", "| seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|"]
-        for p in h["per_seed"]:
-            lines.append(f"| {p['seed']} | {p['gradual']} | {p['maybeknown']} | {fmt_pct(p['relative'])} |")
-    else:
-        lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
-    n = c.get("noise") or {}
-    lines += ["", "## Noise control", ""]
-    if n.get("flip_rate", {}).get("mean") is not None:
-        lines.append(f"Re-probing the base model with fresh exemplar seeds ({n.get('repeats')} repeat(s)) flips "
-                     f"{fmt_ci(n['flip_rate'], pct=True)} of train-item categories with no training at all. "
-                     f"Category movements of that size are chance, not learning.")
-    else:
-        lines.append("No noise control in these runs (set `probe.repeat` >= 1 to measure chance category flips).")
-    lines += ["", "## Runs", "", "| run | test accuracy | acquired | forgotten | retention | HK after | trained per stage | reused | wall time |",
-              "|---|---:|---:|---:|---:|---:|---|---|---:|"]
-    for r in c.get("runs") or []:
-        lines.append(f"| [{r['name']}]({r['dir']}/) | {fmt_pct(r.get('test_accuracy'))} | {r.get('acquired')} | "
-                     f"{r.get('forgotten')} | {fmt_pct(r.get('retention'))} | {r.get('highly_known_after')} | "
-                     f"{' / '.join(map(str, r.get('stages_trained') or [])) or '–'} | "
-                     f"{'yes' if r.get('reused') else 'no'} | {fmt_seconds(r.get('wall_s'))} |")
-    return "\n".join(lines) + "\n"

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -78,9 +77,19 @@ def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
         if not resume:
             raise UserError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
         old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        if old.get("config") != to_dict(cfg):
-            changed = sorted(k for k, v in to_dict(cfg).items() if old.get("config", {}).get(k) != v)
+        now, was = _identity(to_dict(cfg)), _identity(old.get("config") or {})
+        if was != now:
+            changed = sorted(k for k, v in now.items() if was.get(k) != v)
             raise UserError(f"--resume: {cfg_path} was made with a different config (differs in: {', '.join(changed)})")
+
+
+def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config without train.report_to: where a run reports is not what it computes, so a
+    resume may add trackers, and a run written before the key existed still resumes."""
+    out = dict(config)
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k != "report_to"}
+    return out
 
 
 class Pipeline:
@@ -115,7 +124,10 @@ class Pipeline:
         return lm
 
     # -- probe -----------------------------------------------------------------------------
-    def probe_split(self, lm: LoadedModel, name: str, items: list[Item], exemplars: list[Item]) -> Any:
+    def probe_split(self, lm: LoadedModel, name: str, items: list[Item], exemplars: list[Item],
+                    stage: int | None = None) -> Any:
+        """Probe `items` (or load the finished probe); a fresh probe of the train split after `stage`
+        stages also sends its category counts to train.report_to (step = stage)."""
         from gradual.probe import load_probe, probe, save_probe
 
         path = self.out / "probe" / f"{name}.jsonl"
@@ -123,6 +135,13 @@ class Pipeline:
             return load_probe(path)
         result = probe(lm, items, exemplars, self.cfg.probe, progress=self.progress, desc=f"probe {name}")
         save_probe(result, path)
+        if stage is not None:
+            from gradual.metrics import category_counts
+            from gradual.train import log_to_trackers
+
+            counts = category_counts(result.categories())
+            log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", "probe",
+                            {f"probe_{cat}": n for cat, n in counts.items()}, step=stage)
         return result
 
     # -- run -------------------------------------------------------------------------------
@@ -136,7 +155,7 @@ class Pipeline:
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
         _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
              f"{len(data.test)} test items; strategy {cfg.strategy}, seed {cfg.seed}")
-        base_train = self.probe_split(lm, "base_train", data.train, data.dev)
+        base_train = self.probe_split(lm, "base_train", data.train, data.dev, stage=0)
         base_test = self.probe_split(lm, "base_test", data.test, data.dev)
         history: list[dict[str, str]] = [base_train.categories()]
         stage_records: list[dict[str, Any]] = []
@@ -153,7 +172,7 @@ class Pipeline:
                 history.append(dict(history[-1]))
                 break
             lm = self.model_after(stage)
-            history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev).categories())
+            history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev, stage=stage).categories())
         if stage == 0:
             lm = self.model_after(0)
         summary = self.finish(lm, data, history, stage_records, base_train, base_test)

@@ -14,7 +14,69 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gradual.errors import UserError
+
 console = Console()
+
+
+def parse_strategies(text: str) -> list[str]:
+    """`a,b,c` -> names, checked against the registered strategies (all unknown names at once)."""
+    from gradual.strategies import STRATEGIES
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise UserError("--strategies: expected a comma-separated list, e.g. gradual,maybeknown")
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown:
+        raise UserError(f"--strategies: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(STRATEGIES))})")
+    dup = sorted({s for s in names if names.count(s) > 1})
+    if dup:
+        raise UserError(f"--strategies: {', '.join(dup)} given more than once")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0,1,2` or a range `0-4` (or a mix) -> distinct non-negative ints, in the order given."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UserError(f"--seeds: {part!r} is not a seed or a range (use e.g. 0,1,2 or 0-4)") from None
+    if not seeds:
+        raise UserError("--seeds: expected a comma-separated list of integers, e.g. 0,1,2")
+    if any(s < 0 for s in seeds):
+        raise UserError("--seeds: seeds must be non-negative")
+    if len(set(seeds)) != len(seeds):
+        raise UserError("--seeds: a seed is given more than once")
+    return seeds
+
+
+def parse_flags(strategies: str, seeds: str) -> tuple[list[str], list[int]]:
+    """Both flags at once, so one invocation reports every bad flag."""
+    errors: list[str] = []
+    names: list[str] = []
+    seed_list: list[int] = []
+    try:
+        names = parse_strategies(strategies)
+    except UserError as exc:
+        errors.append(str(exc))
+    try:
+        seed_list = parse_seeds(seeds)
+    except UserError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise UserError("\n".join(errors))
+    return names, seed_list
 
 
 def compare(
@@ -29,8 +91,8 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run strategies x seeds, then comparison.json, comparison.md and report.html in OUT."""
-    from gradual.compare import parse_flags, run_compare
-    from gradual.summary_table import print_comparison
+    from gradual.compare import run_compare
+    from gradual.console import print_comparison
 
     names, seed_list = parse_flags(strategies, seeds)
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])

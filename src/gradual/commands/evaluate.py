@@ -32,7 +32,7 @@ def eval_command(
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.evaluate import evaluate_file, predictions_path
-    from gradual.summary_table import print_eval
+    from gradual.console import print_eval
 
     summary = evaluate_file(model, data, out, adapter=adapter, categories=categories, chat=chat, device=device,
                             dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens)

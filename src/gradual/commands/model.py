@@ -5,8 +5,6 @@ Run as: gradual model ask "What is the capital of France?" --model smollm2-135m
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console

@@ -27,16 +27,23 @@ def run(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (a finished one just reprints)."),
+    report_to: Optional[str] = typer.Option(
+        None, "--report-to", help="Trackers for loss, dev accuracy and category counts per stage: none (default), "
+        "tensorboard, wandb, mlflow, ... (comma-separated; what the transformers Trainer takes)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Probe -> stages of fine-tuning -> re-probe -> test eval -> summary.json and report.html."""
     from gradual.config import load_run_config
     from gradual.pipeline import run_pipeline
-    from gradual.summary_table import print_summary
+    from gradual.console import print_summary
 
     overrides = {"strategy": strategy, "model": model, "data": data, "seed": seed, "max_stages": max_stages,
-                 "device": device, "dtype": dtype}
+                 "device": device, "dtype": dtype, "train.report_to": report_to}
     cfg = load_run_config(config, overrides)
+    from gradual.train.trackers import check_report_to
+
+    # An integration that is not installed fails here, not after the probe (YAML or flag alike).
+    check_report_to(cfg.train.report_to, "--report-to" if report_to is not None else "train.report_to")
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_pipeline(cfg, out, resume=resume, progress=not quiet, command=command)
     print_summary(summary, console)

@@ -92,7 +92,7 @@ NOISE_TEXT = ("Share of train items whose category changes when the base model i
 
 def run_context(run_dir: Path) -> dict[str, Any]:
     from gradual.report import plots
-    from gradual.summary_table import fmt_num, fmt_pct, fmt_seconds
+    from gradual.formatting import fmt_num, fmt_pct, fmt_seconds
 
     s = _load(run_dir / "summary.json")
     charts: list[dict[str, Any]] = []
@@ -173,7 +173,7 @@ def run_context(run_dir: Path) -> dict[str, Any]:
 
 def compare_context(folder: Path) -> dict[str, Any]:
     from gradual.report import plots
-    from gradual.summary_table import fmt_ci, fmt_pct, fmt_seconds
+    from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
     c = _load(folder / "comparison.json")
     strategies: dict[str, Any] = c.get("strategies") or {}

@@ -1,0 +1,65 @@
+"""comparison.md: a strategy comparison as Markdown tables, for READMEs, notes and pull requests.
+
+Run as: written by `gradual compare` beside comparison.json (gradual.compare.run_compare).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from gradual.categories import CATEGORIES
+from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
+
+
+def comparison_markdown(c: Mapping[str, Any]) -> str:
+
+    lines = [f"# Strategy comparison: {c.get('model')} on {c.get('data')}", ""]
+    if c.get("command"):
+        lines += [f"Command: `{c['command']}`", ""]
+    lines += [f"Seeds: {', '.join(map(str, c.get('seeds', [])))}. Every cell is the mean over seeds with its 95% "
+              f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
+              f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
+              f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
+    lines += ["| strategy | runs | test accuracy | acquired | forgotten | retention | HighlyKnown after | "
+              "HK after / train items | items trained per stage | wall time |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for name, s in (c.get("strategies") or {}).items():
+        per_stage = " / ".join(fmt_ci(st["n_train"], 0) for st in s.get("stages") or []) or "–"
+        lines.append(f"| {name} | {s['n_runs']} | {fmt_ci(s['test_accuracy'], pct=True)} | {fmt_ci(s['acquired'], 1)} | "
+                     f"{fmt_ci(s['forgotten'], 1)} | {fmt_ci(s['retention'], pct=True)} | "
+                     f"{fmt_ci(s['highly_known_after'], 1)} | {fmt_ci(s['highly_known_after_share'], pct=True)} | "
+                     f"{per_stage} | {fmt_seconds((s.get('wall_s') or {}).get('mean'))} |")
+    lines += ["", "## Test accuracy by base category", "",
+              "| strategy | " + " | ".join(CATEGORIES) + " | hallucination on Unknown |",
+              "|---|" + "---:|" * (len(CATEGORIES) + 1)]
+    for name, s in (c.get("strategies") or {}).items():
+        by = s.get("test_accuracy_by_category") or {}
+        lines.append(f"| {name} | " + " | ".join(fmt_ci(by.get(cat), pct=True) for cat in CATEGORIES)
+                     + f" | {fmt_ci(s.get('hallucination_rate'), pct=True)} |")
+    h = c.get("headline")
+    lines += ["", "## Headline: knowledge acquired by the second stage", ""]
+    if h:
+        lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
+                     f"(paired by seed): **{fmt_ci(h['relative_increase'], pct=True)}**; the paper reports about +24%. "
+                     f"Absolute difference: {fmt_ci(h['difference'], 1)} items.")
+        lines += ["", "| seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|"]
+        for p in h["per_seed"]:
+            lines.append(f"| {p['seed']} | {p['gradual']} | {p['maybeknown']} | {fmt_pct(p['relative'])} |")
+    else:
+        lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
+    n = c.get("noise") or {}
+    lines += ["", "## Noise control", ""]
+    if n.get("flip_rate", {}).get("mean") is not None:
+        lines.append(f"Re-probing the base model with fresh exemplar seeds ({n.get('repeats')} repeat(s)) flips "
+                     f"{fmt_ci(n['flip_rate'], pct=True)} of train-item categories with no training at all. "
+                     f"Category movements of that size are chance, not learning.")
+    else:
+        lines.append("No noise control in these runs (set `probe.repeat` >= 1 to measure chance category flips).")
+    lines += ["", "## Runs", "", "| run | test accuracy | acquired | forgotten | retention | HK after | trained per stage | reused | wall time |",
+              "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for r in c.get("runs") or []:
+        lines.append(f"| [{r['name']}]({r['dir']}/) | {fmt_pct(r.get('test_accuracy'))} | {r.get('acquired')} | "
+                     f"{r.get('forgotten')} | {fmt_pct(r.get('retention'))} | {r.get('highly_known_after')} | "
+                     f"{' / '.join(map(str, r.get('stages_trained') or [])) or '–'} | "
+                     f"{'yes' if r.get('reused') else 'no'} | {fmt_seconds(r.get('wall_s'))} |")
+    return "\n".join(lines) + "\n"
