@@ -10,7 +10,10 @@ from typing import Any
 
 import yaml
 
-CATS = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from gradual.categories import CATEGORIES
+from gradual.summary import build_summary
+
+CATS = CATEGORIES
 
 
 def _split(rng: random.Random, total: int, weights: list[float]) -> dict[str, int]:
@@ -20,30 +23,31 @@ def _split(rng: random.Random, total: int, weights: list[float]) -> dict[str, in
     return dict(zip(CATS, counts))
 
 
+def _histories(rng: random.Random, n_train: int, n_stages: int, gain: float) -> list[dict[str, str]]:
+    """Per-item categories after each stage: each stage moves some MaybeKnown/WeaklyKnown items up to
+    HighlyKnown; the last stage forgets a few base-HighlyKnown items."""
+    base = _split(rng, n_train, [0.2, 0.3, 0.2, 0.3])
+    cats = [c for c in CATS for _ in range(base[c])]
+    history = [{f"t{i}": c for i, c in enumerate(cats)}]
+    for k in range(n_stages):
+        nxt = dict(history[-1])
+        movable = [i for i, c in nxt.items() if c in ("MaybeKnown", "WeaklyKnown")]
+        moved = min(len(movable), int(gain * n_train * (0.7 + 0.6 * rng.random())))
+        for i in rng.sample(movable, moved):
+            nxt[i] = "HighlyKnown"
+        if k == n_stages - 1:
+            known = [i for i, c in history[0].items() if c == "HighlyKnown"]
+            for i in rng.sample(known, min(len(known), rng.randint(0, 3))):
+                nxt[i] = "MaybeKnown"
+        history.append(nxt)
+    return history
+
+
 def make_summary(strategy: str, seed: int, n_train: int = 100, n_stages: int = 2) -> dict[str, Any]:
+    """A crafted summary.json, written by the pipeline's own summary builder."""
     rng = random.Random(f"{strategy}-{seed}")
     gain = {"gradual": 0.12, "frontier": 0.14, "maybeknown": 0.08, "all": 0.05}.get(strategy, 0.06)
-    levels = [_split(rng, n_train, [0.2, 0.3, 0.2, 0.3])]
-    for _ in range(n_stages):
-        prev = levels[-1]
-        moved = int(gain * n_train * (0.7 + 0.6 * rng.random()))
-        moved = min(moved, prev["MaybeKnown"] + prev["WeaklyKnown"])
-        from_mk = min(moved, prev["MaybeKnown"])
-        nxt = dict(prev)
-        nxt["HighlyKnown"] += moved
-        nxt["MaybeKnown"] -= from_mk
-        nxt["WeaklyKnown"] -= moved - from_mk
-        levels.append(nxt)
-    hk0, hk1 = levels[0]["HighlyKnown"], levels[-1]["HighlyKnown"]
-    forgotten = rng.randint(0, 3)
-    matrix = [[0] * 4 for _ in CATS]
-    matrix[0][0], matrix[0][1] = hk0 - forgotten, forgotten
-    acquired = hk1 - hk0 + forgotten
-    rest = [levels[0][c] for c in CATS[1:]]
-    for r, n in enumerate(rest, start=1):
-        up = min(n, acquired) if r < 3 else 0
-        acquired -= up
-        matrix[r][0], matrix[r][r] = up, n - up
+    history = _histories(rng, n_train, n_stages, gain)
     by_cat = {}
     for c, acc in zip(CATS, (0.8, 0.45, 0.15, 0.03)):
         n = 25
@@ -55,18 +59,12 @@ def make_summary(strategy: str, seed: int, n_train: int = 100, n_stages: int = 2
         stages.append({"name": f"stage{k}", "stage": k, "n_train": n_st, "n_replay": 0 if k == 1 else n_st // 5,
                        "composition": {"MaybeKnown": n_st}, "best_epoch": rng.randint(1, 3),
                        "dev_accuracy": 0.3 + 0.1 * rng.random(), "wall_s": 30.0 + k, "note": "crafted"})
-    return {
-        "strategy": strategy, "model": "tiny-test-model", "model_fingerprint": "0123456789abcdef", "seed": seed,
-        "data": "data/world", "stages": stages,
-        "categories": [{"stage": i, "counts": lv} for i, lv in enumerate(levels)],
-        "transitions": {"labels": list(CATS), "counts": matrix},
-        "acquired": hk1 - hk0 + forgotten, "forgotten": forgotten, "retention": 1 - forgotten / hk0 if hk0 else None,
-        "n_train_items": n_train, "highly_known": {"before": hk0, "after": hk1},
-        "test_accuracy": {"overall": sum(v["correct"] for v in by_cat.values()) / 100, "n": 100, "by_category": by_cat},
-        "hallucination_rate": 0.5 + 0.2 * rng.random(),
-        "noise": {"flip_rate": 0.05 + 0.01 * seed, "repeats": 1},
-        "wall_s": 100.0 + seed,
-    }
+    test_eval = {"accuracy": sum(v["correct"] for v in by_cat.values()) / 100, "n": 100, "by_category": by_cat,
+                 "hallucination_rate": 0.5 + 0.2 * rng.random()}
+    return build_summary(strategy=strategy, model="tiny-test-model", fingerprint="0123456789abcdef", seed=seed,
+                         data="data/world", stages=stages, history=history, test_eval=test_eval,
+                         noise={"mean_flip_rate": 0.05 + 0.01 * seed, "repeats": 1},
+                         wall={"wall_s": 100.0 + seed})
 
 
 def write_run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any] | None = None) -> Path:

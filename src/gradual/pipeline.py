@@ -205,9 +205,8 @@ class Pipeline:
 
     def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
                stage_records: list[dict[str, Any]], base_train: Any, base_test: Any) -> dict[str, Any]:
-        from gradual.categories import CATEGORIES, HIGHLY
         from gradual.evaluate import evaluate_items
-        from gradual.metrics import acquired, category_counts, forgotten, retention, transitions
+        from gradual.summary import build_summary
 
         eval_path = self.out / "eval" / "test.json"
         if eval_path.exists():
@@ -222,25 +221,11 @@ class Pipeline:
             ev = {"accuracy": res.accuracy, "n": res.n, "by_category": res.by_category,
                   "hallucination_rate": res.hallucination_rate, "wall_s": round(time.perf_counter() - t_eval, 3)}
             write_json(eval_path, ev)
-        before, after = history[0], history[-1]
-        noise = base_train.summary.get("noise") or {}
-        summary = {
-            "strategy": self.cfg.strategy, "model": self.cfg.model,
-            "model_fingerprint": (base_train.summary.get("model") or {}).get("fingerprint"),
-            "seed": self.cfg.seed, "data": data.source,
-            "stages": stage_records,
-            "categories": [{"stage": i, "counts": category_counts(h)} for i, h in enumerate(history)],
-            "transitions": {"labels": list(CATEGORIES), "counts": transitions(before, after)},
-            "acquired": acquired(before, after), "forgotten": forgotten(before, after),
-            "retention": retention(before, after), "n_train_items": len(data.train),
-            "highly_known": {"before": sum(c == HIGHLY for c in before.values()),
-                             "after": sum(c == HIGHLY for c in after.values())},
-            "test_accuracy": {"overall": ev["accuracy"], "n": ev["n"], "by_category": ev["by_category"]},
-            "hallucination_rate": ev.get("hallucination_rate"),
-            "noise": {"flip_rate": noise.get("mean_flip_rate"), "changed_share": noise.get("changed_share"),
-                      "repeats": noise.get("repeats", 0)},
-            **self._wall(history, stage_records, ev),
-        }
+        summary = build_summary(
+            strategy=self.cfg.strategy, model=self.cfg.model,
+            fingerprint=(base_train.summary.get("model") or {}).get("fingerprint"), seed=self.cfg.seed,
+            data=data.source, stages=stage_records, history=history, test_eval=ev,
+            noise=base_train.summary.get("noise") or {}, wall=self._wall(history, stage_records, ev))
         write_json(self.out / "summary.json", summary)
         return summary
 
