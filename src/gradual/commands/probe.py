@@ -1,7 +1,7 @@
 """`gradual probe`: SliCK categories for every item of a dataset (what the model already knows).
 
 Run as: gradual probe --model smollm2-135m --data data/world/train.jsonl --exemplars data/world/dev.jsonl \
-            --out probe.jsonl [--estimator exact] [--repeat 2]
+            --out probe.jsonl [--estimator exact] [--repeat 2] [--full]
 
 --data is a JSONL file of items, or a dataset folder: then its train split is probed and its dev
 split is the exemplar pool (unless --exemplars is given). Without --exemplars (and with a file) the
@@ -39,6 +39,9 @@ def probe_cmd(
     seed: int = typer.Option(_D.seed, "--seed", help="Exemplar and sampling seed."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Sequences per forward pass."),
     max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+    full: bool = typer.Option(_D.full, "--full", help="Use every prompt, sample and score for every item "
+                              "(full p_greedy / p_sample estimates). Default: stop each item once its category "
+                              "is settled (same categories, far less work)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached probe exists."),
     repeat: int = typer.Option(_D.repeat, "--repeat", help="Extra probes with fresh exemplar seeds (noise control)."),
     limit: int = typer.Option(0, "--limit", help="Probe only the first N items (0 = all)."),
@@ -58,7 +61,7 @@ def probe_cmd(
 
     cfg = ProbeConfig(estimator=estimator, nex=nex, shots=shots, samples=samples,  # type: ignore[arg-type]
                       temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache)
+                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache, full=full)
     validate_config(cfg)  # every bad flag before the model loads
     if limit < 0:
         raise UserError(f"--limit: {limit} is out of range (>= 0)")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from gradual.atomic import read_jsonl, write_jsonl
 from gradual.data.items import Item
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: early exit (rows record the prompts they used)
 
 
 def items_hash(items: Sequence[Item]) -> str:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import string
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -64,13 +64,16 @@ _PUNCT_OR_SPACE = set(string.punctuation) | {"‘", "’", "“", "”", "–", 
 
 
 Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
+# Called with the greedy answers once decoded; says per suffix whether it still needs its samples and
+# its score (the probe's early exit: evidence that cannot change the category is never computed).
+Select = Callable[[list[str]], Sequence[bool]]
 
 
 @dataclass
 class RunOutput:
     greedy: list[str] | None = None  # per suffix
-    samples: list[list[str]] | None = None  # per suffix, n texts
-    scores: list[float] | None = None  # per suffix
+    samples: list[list[str]] | None = None  # per suffix, n texts ([] where `select` said no)
+    scores: list[float | None] | None = None  # per suffix (None where `select` said no)
     tokens_processed: int = 0  # tokens actually run through the model (for the efficiency figure)
 
 
@@ -80,7 +83,7 @@ class ProbeEngine(Protocol):
     def run(
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
         sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
-        temperature: float = 1.0, top_k: int = 0,
+        temperature: float = 1.0, top_k: int = 0, select: Select | None = None,
     ) -> RunOutput: ...
 
     def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]: ...
@@ -205,7 +208,7 @@ class HFEngine:
         vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else len(tokenizer)
         self.stop, self.stop_ok = _stop_sets(tokenizer, model, vocab, self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], tuple[int, Any]] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self.compact_at = compact_at
         if grouped_attention is None:
@@ -235,33 +238,46 @@ class HFEngine:
         finally:
             cfg._attn_implementation = saved
 
-    def _prefix(self, prefix: str, extra: Sequence[int] = ()) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """(length, KV layers [1, heads, length, dim]) of the prefix text followed by the tokens `extra`.
+    def _cached_prefix(self, prefix: str, tokens: Sequence[int], lcp: int) -> tuple[int, tuple[int, ...]] | None:
+        """The longest cached extra of `prefix` that the rows' shared opening `tokens[:lcp]` starts with."""
+        best: tuple[int, tuple[int, ...]] | None = None
+        for pf, extra in self._prefixes:
+            if pf == prefix and len(extra) <= lcp and tuple(tokens[: len(extra)]) == extra:
+                if best is None or len(extra) > best[0]:
+                    best = (len(extra), extra)
+        return best
 
-        Cached (LRU): every question batch under one exemplar set reuses the same entry."""
-        key = (prefix, tuple(extra))
-        hit = self._prefixes.get(key)
-        if hit is not None:
-            self._prefixes.move_to_end(key)
-            return hit
-        if extra:
-            base_len, base = self._prefix(prefix)
-            ids = list(extra)
-            start = base_len
-        else:
-            base, ids, start = None, self.encode(prefix), 0
-        layers = base
-        if ids:
-            t = torch.tensor([ids], device=self.device)
-            past = new_cache(base) if base is not None else None
-            mask = torch.ones((1, start + len(ids)), dtype=torch.long, device=self.device)
-            pos = torch.arange(start, start + len(ids), device=self.device)[None]
-            layers = _layers(self._forward(t, mask, pos, past, 1).past_key_values)
-        entry = (start + len(ids), layers)
-        self._prefixes[key] = entry
+    def _prefixes_batch(self, wanted: Sequence[tuple[str, tuple[int, ...]]]
+                        ) -> dict[tuple[str, tuple[int, ...]], tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Compute and cache the KV of every (prefix text, extra tokens) in `wanted`, batched.
+
+        One padded forward for all the prefixes a batch lacks instead of one forward each (one pass of
+        30 layers' Python and weight reads instead of many). Rows are left-padded; the pad columns are
+        masked and positions start at each row's first real token, so every row's KV equals its own
+        single-row forward; each row is stored without its padding."""
+        out = {}
+        for start in range(0, len(wanted), 32):
+            chunk = list(wanted[start: start + 32])
+            seqs = [self.encode(pf) + list(extra) for pf, extra in chunk]
+            width = max(len(q) for q in seqs)
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            pos = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, q in enumerate(seqs):
+                ids[r, width - len(q):] = torch.tensor(q)
+                mask[r, width - len(q):] = 1
+                pos[r, width - len(q):] = torch.arange(len(q))
+            layers = _layers(self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), None, 1)
+                             .past_key_values)
+            for r, (key, q) in enumerate(zip(chunk, seqs)):
+                n = len(q)
+                out[key] = (n, [(k[r: r + 1, :, width - n:].clone(), v[r: r + 1, :, width - n:].clone())
+                                for k, v in layers])
+                self._prefixes[key] = out[key]
+                self._prefixes.move_to_end(key)
         while len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
-        return entry
+        return out
 
     # -- the narrow interface -----------------------------------------------------------------
     def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]:
@@ -287,25 +303,48 @@ class HFEngine:
     def run(
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
         sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
-        temperature: float = 1.0, top_k: int = 0,
+        temperature: float = 1.0, top_k: int = 0, select: Select | None = None,
     ) -> RunOutput:
         out = RunOutput()
         if not suffixes:
             return out
         before = self.tokens_processed
+        n_q = len(suffixes)
+        if samples and sample_keys is None:
+            sample_keys = list(range(n_q))
         logits, cache_layers, mask, ends = self._prompt_pass(prefix, suffixes)
-        if continuations is not None:
-            out.scores = self._score(logits, cache_layers, mask, ends, continuations, temperature, top_k)
-        if greedy or samples:
-            if samples and sample_keys is None:
-                sample_keys = list(range(len(suffixes)))
-            texts = self._decode(logits, cache_layers, mask, ends, greedy, samples, sample_keys or [],
+        chosen = list(range(n_q))
+        if select is not None and greedy:
+            # Two phases on the same prompt cache: greedy answers first, then samples and scores only
+            # for the suffixes that still need them (decoding samples is ~16x the greedy work).
+            texts = self._decode(logits, cache_layers, mask, ends, [(q, None) for q in range(n_q)],
                                  temperature, top_k)
+            out.greedy = texts
+            flags = list(select(texts))
+            chosen = [q for q in range(n_q) if flags[q]]
+            if samples:
+                out.samples = [[] for _ in range(n_q)]
+                step = max(1, self.batch_size // samples)
+                for start in range(0, len(chosen), step):
+                    part = chosen[start: start + step]
+                    rows = [(q, row_key(int(sample_keys[q]), j)) for q in part for j in range(samples)]  # type: ignore[index]
+                    got = self._decode(logits, cache_layers, mask, ends, rows, temperature, top_k)
+                    for i, q in enumerate(part):
+                        out.samples[q] = got[i * samples: (i + 1) * samples]
+        elif greedy or samples:
+            rows = [(q, None if j < 0 else row_key(int(sample_keys[q]), j))  # type: ignore[index]
+                    for q in range(n_q) for j in ([-1] if greedy else []) + list(range(samples))]
+            texts = self._decode(logits, cache_layers, mask, ends, rows, temperature, top_k)
             per = int(greedy) + samples
             if greedy:
-                out.greedy = [texts[q * per] for q in range(len(suffixes))]
+                out.greedy = [texts[q * per] for q in range(n_q)]
             if samples:
-                out.samples = [texts[q * per + int(greedy): (q + 1) * per] for q in range(len(suffixes))]
+                out.samples = [texts[q * per + int(greedy): (q + 1) * per] for q in range(n_q)]
+        if continuations is not None:
+            wanted = set(chosen)
+            scores = self._score(logits, cache_layers, mask, ends,
+                                 [c if q in wanted else [] for q, c in enumerate(continuations)], temperature, top_k)
+            out.scores = [sc if q in wanted else None for q, sc in enumerate(scores)]
         out.tokens_processed = self.tokens_processed - before
         return out
 
@@ -328,13 +367,32 @@ class HFEngine:
             groups.setdefault(pf, []).append(r)
         plen = [0] * len(enc)
         group_kv: list[tuple[list[int], int, Any]] = []
+        plans: list[tuple[str, list[int], tuple[int, ...]]] = []
+        missing: dict[tuple[str, tuple[int, ...]], None] = {}
+        got: dict[tuple[str, tuple[int, ...]], tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         for pf, rows in groups.items():
             # Questions of one relation share their opening tokens ("Q: What is the capital of"): those
             # join the shared prefix, computed once. Every row keeps >= 1 token to read its logits from.
+            # Any cached entry of this prefix whose extra tokens the rows start with is reused (the rows
+            # run their few remaining shared tokens themselves): recomputing the whole prefix for a
+            # slightly longer shared opening would cost far more. A lone row never makes its own entry.
             lcp = _common_prefix_len([enc[r] for r in rows], max_len=min(len(enc[r]) for r in rows) - 1)
-            n, layers = self._prefix(pf, enc[rows[0]][:lcp])
+            hit = self._cached_prefix(pf, enc[rows[0]], lcp)
+            if hit is not None:
+                extra = hit[1]
+                got[(pf, extra)] = self._prefixes[(pf, extra)]
+                self._prefixes.move_to_end((pf, extra))
+            else:
+                extra = tuple(enc[rows[0]][:lcp]) if len(rows) > 1 else ()
+                if pf or extra:
+                    missing.setdefault((pf, extra), None)
+            plans.append((pf, rows, extra))
+        if missing:
+            got.update(self._prefixes_batch(list(missing)))
+        for pf, rows, extra in plans:
+            n, layers = got[(pf, extra)] if (pf or extra) else (0, None)
             for r in rows:
-                enc[r], plen[r] = enc[r][lcp:], n
+                enc[r], plen[r] = enc[r][len(extra):], n
             group_kv.append((rows, n, layers))
         b, p, s = len(enc), max(plen), max(len(e) for e in enc)
         ids = torch.full((b, s), self.pad_id, dtype=torch.long)
@@ -385,6 +443,7 @@ class HFEngine:
         first = token_prob(logits[torch.tensor([q for q, _ in rows], device=self.device)],
                            torch.tensor([t[0] for _, t in rows], device=self.device), temperature, top_k)
         rows = [row for row, f in zip(rows, first.tolist()) if f >= SCORE_EPS]
+        rows.sort(key=lambda row: len(row[1]))  # similar lengths per chunk: little padding to run
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start: start + self.batch_size]
             qs = torch.tensor([q for q, _ in chunk], device=self.device)
@@ -413,22 +472,22 @@ class HFEngine:
                 scores[q] += val
         return [min(1.0, s) for s in scores]
 
-    def _decode(self, logits, layers, mask, ends, greedy, samples, sample_keys, temperature, top_k) -> list[str]:
-        """Greedy and/or sampled continuations; rows are question-major: [greedy, s_0 .. s_{n-1}] each."""
-        b = logits.shape[0]
-        per = int(greedy) + samples
-        n = b * per
-        src = torch.arange(b, device=self.device).repeat_interleave(per)
-        is_sample = torch.tensor(([False] * int(greedy) + [True] * samples) * b, device=self.device)
-        keys = [row_key(int(sample_keys[q]), j) for q in range(b) for j in range(samples)]
+    def _decode(self, logits, layers, mask, ends, rows: Sequence[tuple[int, int | None]], temperature: float,
+                top_k: int) -> list[str]:
+        """Decode one text per row; row = (question index, None for greedy or the sample's key)."""
+        n = len(rows)
+        src = torch.tensor([q for q, _ in rows], device=self.device)
+        is_sample = torch.tensor([k is not None for _, k in rows], device=self.device)
         u_all = torch.zeros((n, self.max_new_tokens), dtype=torch.float64)
-        if samples:
-            u_samples = uniforms(keys, self.max_new_tokens)
-            u_all[is_sample.cpu()] = u_samples
+        keys = [k for _, k in rows if k is not None]
+        if keys:
+            u_all[is_sample.cpu()] = uniforms(keys, self.max_new_tokens)
         u_all = u_all.to(self.device)
+        # A decode that covers every question once, in order, uses the prompt cache as it is (no copy).
+        same = n == logits.shape[0] and bool((src == torch.arange(n, device=self.device)).all())
         room = self.max_new_tokens
-        cache = new_cache([(k[src], v[src]) for k, v in layers] if per > 1 else layers, room=room)
-        cur_logits = logits[src] if per > 1 else logits
+        cache = new_cache(layers if same else [(k[src], v[src]) for k, v in layers], room=room)
+        cur_logits = logits if same else logits[src]
         cur_mask, cur_pos = mask[src], ends[src].clone()
         alive = torch.arange(n, device=self.device)  # original row index of each batch row
         gen = torch.full((n, self.max_new_tokens), -1, dtype=torch.long, device=self.device)
