@@ -14,7 +14,16 @@ from gradual.commands import compare as flags
 from gradual.errors import UserError
 from tests.fake_runs import FakePipeline, make_summary
 
-CONFIG = "model: tiny\ndata: data/world\nlimit_train: 10\n"
+CONFIG = "model: MODEL\ndata: data/world\nlimit_train: 10\n"
+
+
+def _write_config(path: Path, text: str = CONFIG) -> None:
+    """The compare config, naming a model folder that exists (the fake pipeline never loads it, but the
+    model spec is checked before any run starts)."""
+    model = path.parent / "tiny-model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    path.write_text(text.replace("MODEL", str(model)))
 
 
 @pytest.fixture
@@ -83,7 +92,7 @@ def test_aggregate_strategy_means() -> None:
 
 def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
+    _write_config(cfg)
     out = tmp_path / "cmp"
     first = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False)
     assert sorted(fake_pipeline.calls) == ["gradual-seed0", "gradual-seed1", "maybeknown-seed0", "maybeknown-seed1"]
@@ -99,14 +108,14 @@ def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipelin
     cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1, 2], out, progress=False, report=False)
     assert fake_pipeline.calls[4:] == ["gradual-seed2", "maybeknown-seed2"]
     # A changed config is not silently reused: the pipeline is asked (it resumes or refuses).
-    cfg.write_text(CONFIG.replace("limit_train: 10", "limit_train: 11"))
+    _write_config(cfg, CONFIG.replace("limit_train: 10", "limit_train: 11"))
     cmp.run_compare(cfg, ["gradual"], [0], out, progress=False, report=False)
     assert fake_pipeline.calls[-1] == "gradual-seed0"
 
 
 def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
+    _write_config(cfg)
     out = tmp_path / "cmp"
     c = cmp.run_compare(cfg, ["gradual", "maybeknown", "all"], [0, 1, 2], out, progress=False, report=False,
                         command="gradual compare ...")
@@ -139,7 +148,7 @@ def test_compare_cli_validates_before_running(tmp_path: Path, fake_pipeline: Fak
     from gradual.cli import app
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
+    _write_config(cfg)
     res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual,bogus",
                                    "--seeds", "0", "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, UserError) and "--strategies" in str(res.exception)
@@ -163,7 +172,7 @@ def test_terminal_tables_render(tmp_path: Path, fake_pipeline: FakePipeline) -> 
     print_eval({"model": "m", "data": "d", "n": 4, "accuracy": 0.5, "hallucination_rate": 0.25,
                 "by_category": {"Unknown": {"n": 4, "correct": 2, "accuracy": 0.5}}}, console)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
+    _write_config(cfg)
     c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], tmp_path / "o", progress=False, report=False)
     print_comparison(c, console)
     text = console.export_text()

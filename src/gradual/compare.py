@@ -88,6 +88,9 @@ def run_compare(
         for s in strategies:
             cfg = load_run_config(config, {**(overrides or {}), "strategy": s, "seed": k})
             plan.append((s, k, cfg, out / "runs" / run_name(s, k)))
+    from gradual.model_spec import check_model_spec
+
+    check_model_spec(plan[0][2].model)  # one model for every run: a typo fails now, not after torch loads
 
     summaries: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []

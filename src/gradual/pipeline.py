@@ -19,7 +19,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
@@ -28,7 +28,10 @@ from gradual.atomic import write_json, write_text
 from gradual.config import RunConfig, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
-from gradual.models import LoadedModel, load_model
+from gradual.model_spec import check_model_spec
+
+if TYPE_CHECKING:  # torch loads only when a model does: a bad config or --model fails in a second
+    from gradual.models import LoadedModel
 
 
 DEFAULT_WORLD = Path("data/world")
@@ -108,6 +111,8 @@ class Pipeline:
         stages after it are merged in order. A stage that trained nothing has neither folder."""
         from gradual.train import ADAPTER_DIR, MODEL_DIR
 
+        from gradual.models import load_model
+
         lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
         start = 0
         for k in range(stages, 0, -1):
@@ -152,6 +157,8 @@ class Pipeline:
         data = load_run_data(cfg)
         if len(data.train) == 0:
             raise UserError(f"{data.source}: the train split is empty")
+        from gradual.models import load_model
+
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
         _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
              f"{len(data.test)} test items; strategy {cfg.strategy}, seed {cfg.seed}")
@@ -190,8 +197,12 @@ class Pipeline:
                                   "composition": composition, "best_epoch": None, "dev_accuracy": None,
                                   "wall_s": 0.0, "note": plan.note}
         if plan.items:
-            _say(f"stage {k} ({plan.name}): {len(plan.items)} items {composition}"
-                 + (f" + replay pool {len(plan.replay)}" if plan.replay else "") + f" — {plan.note}")
+            from gradual.categories import SHORT, ordered
+
+            comp = ", ".join(f"{SHORT.get(c, c)} {composition[c]}" for c in ordered(composition))
+            # Short enough for 80 columns; the full note is in the stage record and summary.json.
+            _say(f"stage {k}: training on {len(plan.items)} items ({comp})"
+                 + (f", replay pool {len(plan.replay)}" if plan.replay else ""))
             lm = self.model_after(k - 1)
             res = train_stage(lm, plan.items, data.dev, plan.train, sdir, replay_items=plan.replay,
                               progress=self.progress, name=plan.name)
@@ -282,6 +293,7 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
     if cfg.strategy not in STRATEGIES:
         raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
     out_dir = Path(out_dir)
+    check_model_spec(cfg.model)
     _check_run_dir(out_dir, cfg, resume)
     summary_path = out_dir / "summary.json"
     if resume and summary_path.exists():
