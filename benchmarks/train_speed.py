@@ -4,11 +4,12 @@ Run as: .venv/bin/python benchmarks/train_speed.py [--items 256] [--batch-size 1
 
 What it measures, on the embedded default model (smollm2-135m) and world-facts QA items:
 
-- stage: `gradual.train.train_stage` (the transformers Trainer path: length-grouped batches, loss on
-  answer tokens, optimizer, scheduler, callbacks), timed over its last epoch (the first warms up
+- stage: `gradual.train.train_stage` (the transformers Trainer path: its length-grouped batches, loss
+  on answer tokens, optimizer, scheduler, callbacks), timed over its last epoch (the first warms up
   the kernels), counting only non-padding tokens;
-- raw: a plain loop of forward + backward on the SAME LoRA model, the SAME batch shapes (the same
-  length-grouped batches), the same precision, counting every position of every batch as useful
+- raw: a plain loop of forward + backward on the SAME LoRA model, the SAME batches (those the stage's
+  Trainer drew in its last epoch, recorded by wrapping the stage's collator), the same precision,
+  counting every position of every batch as useful
   (no padding waste charged), no optimizer step. Two variants: the model's standard forward
   (logits at every position), and the forward with logits only at answer positions as the stage
   computes them; the efficiency reported on the last line is against the faster of the two, so it
@@ -30,6 +31,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import math
 import random
 import resource
 import sys
@@ -44,7 +46,19 @@ from gradual.config import TrainConfig
 from gradual.data.items import Item
 from gradual.models import load_model
 from gradual.prompts import FinetuneFormat
-from gradual.training.data import Collator, LengthGroupedSampler, encode_item
+from gradual.train.data import Collator, encode_item
+
+Features = list[dict[str, list[int]]]
+RECORDED: list[Features] = []  # every batch the stage's Trainer collated, in order
+
+
+class RecordingCollator(Collator):
+    """The stage's collator, also recording each batch's examples (installed in place of
+    gradual.train.stage.Collator), so the raw loop replays exactly the stage's batches."""
+
+    def __call__(self, features: Features) -> dict[str, torch.Tensor]:
+        RECORDED.append(list(features))
+        return super().__call__(features)
 
 
 def bench_items(n: int, seed: int = 0) -> list[Item]:
@@ -61,15 +75,21 @@ def peak_mem_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def raw_batches(model: Any, tok: Any, items: list[Item], batch_size: int, seed: int, epoch: int,
-                slice_logits: bool) -> list[dict[str, torch.Tensor]]:
-    """The batches the stage's sampler yields in `epoch`, collated (optionally with logit slicing)."""
+def grouped_features(tok: Any, items: list[Item], batch_size: int, seed: int) -> list[Features]:
+    """Length-grouped batches of encoded items, grouped the way the Trainer's group_by_length does."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
     fmt = FinetuneFormat()
     rows = [encode_item(it, tok, fmt) for it in items]
-    sampler = LengthGroupedSampler([len(r["input_ids"]) for r in rows], batch_size, seed)
-    sampler.set_epoch(epoch)
-    collate = Collator(tok.pad_token_id, slice_logits=slice_logits)
-    return [collate([rows[i] for i in b]) for b in sampler.batches()]
+    order = get_length_grouped_indices([len(r["input_ids"]) for r in rows], batch_size,
+                                       generator=torch.Generator().manual_seed(seed))
+    return [[rows[i] for i in order[k: k + batch_size]] for k in range(0, len(order), batch_size)]
+
+
+def collate(tok: Any, batches: list[Features], slice_logits: bool) -> list[dict[str, torch.Tensor]]:
+    """Tensor batches as the stage builds them (optionally with logits only at answer positions)."""
+    fn = Collator(tok.pad_token_id, slice_logits=slice_logits)
+    return [fn(b) for b in batches]
 
 
 def time_raw(model: Any, batches: list[dict[str, torch.Tensor]], autocast: torch.dtype | None,
@@ -120,7 +140,7 @@ def compare_precisions(spec: str, items: list[Item], batch_size: int, rounds: in
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.copy_(torch.randn_like(p) * 0.01)
-        batches = raw_batches(model, lm.tokenizer, items, batch_size, 0, 0, slice_logits=True)
+        batches = collate(lm.tokenizer, grouped_features(lm.tokenizer, items, batch_size, 0), slice_logits=True)
         built.append((label, model, batches, autocast))
     speeds: dict[str, list[float]] = {label: [] for label, *_ in built}
     for r in range(rounds):
@@ -156,6 +176,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    import gradual.train.stage as stage_mod
     from gradual.train import train_stage
 
     items = bench_items(args.items)
@@ -167,8 +188,11 @@ def main() -> None:
     print(f"model {args.model} on {lm.placement.reason}; {len(items)} items, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=0)
+    stage_mod.Collator = RecordingCollator  # type: ignore[misc]  # see RecordingCollator
     with tempfile.TemporaryDirectory() as tmp:
         res = train_stage(lm, items, [], cfg, Path(tmp) / "stage", progress=False, name="bench")
+    stage_mod.Collator = Collator  # type: ignore[misc]
+    last_epoch = RECORDED[-math.ceil(len(items) / cfg.batch_size):]  # one collator call per batch
     last = res.metrics[-1]
     stage_tps = last["tokens"] / last["train_s"]
     print(f"stage ({res.precision}): epoch {last['epoch']}: {last['tokens']} tokens in {last['train_s']:.2f}s "
@@ -182,10 +206,9 @@ def main() -> None:
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
     autocast = choose_precision(model, lora=True).autocast
-    epoch_idx = last["epoch"] - 1  # the sampler epoch the timed stage epoch used
     results = {}
     for slice_logits in (False, True):
-        batches = raw_batches(model, lm.tokenizer, items, args.batch_size, cfg.seed, epoch_idx, slice_logits)
+        batches = collate(lm.tokenizer, last_epoch, slice_logits)
         real = sum(int(b["attention_mask"].sum()) for b in batches)
         total = sum(b["input_ids"].numel() for b in batches)
         tps, dt = time_raw(model, batches, autocast)

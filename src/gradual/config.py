@@ -59,6 +59,9 @@ class TrainConfig:
     replay_ratio: float = 0.0
     seed: int = 0
     chat: bool = False  # wrap questions in the tokenizer's chat template
+    # Where the Trainer reports loss and dev exact match per epoch (and a run the probe's category
+    # counts per stage): "none", or integrations it takes, comma-separated ("tensorboard", "wandb,mlflow").
+    report_to: str = "none"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from gradual.config import Stage2Config, TrainConfig, range_errors
 from gradual.errors import UserError
+from gradual.train.trackers import report_to_errors
 
 console = Console()
 _D = TrainConfig()
@@ -44,6 +45,9 @@ def train(
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     chat: bool = typer.Option(_D.chat, "--chat/--no-chat", help="Wrap questions in the tokenizer's chat template."),
+    report_to: str = typer.Option(
+        _D.report_to, "--report-to", help="Trackers for train loss and dev accuracy per epoch: none, tensorboard "
+        "(event files in OUT/logs), wandb, mlflow, ... (comma-separated; what the transformers Trainer takes)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Fine-tune one stage; keep the best dev epoch; write a standard PEFT adapter."""
@@ -54,8 +58,9 @@ def train(
     ratio = (Stage2Config.replay_ratio if replay_ratio is None else replay_ratio) if replay is not None else 0.0
     cfg = dataclasses.replace(_D, lora=lora, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                               weight_decay=weight_decay, replay_ratio=ratio, seed=seed, lora_r=lora_r,
-                              patience=patience, max_dev=max_dev, min_dev=min_dev, chat=chat)
-    bad = range_errors(cfg, "train", flags=True)  # every bad flag at once, before the model loads
+                              patience=patience, max_dev=max_dev, min_dev=min_dev, chat=chat, report_to=report_to)
+    # Every bad flag at once, before the model loads ("none" costs nothing; a tracker imports transformers).
+    bad = range_errors(cfg, "train", flags=True) + report_to_errors(report_to, "--report-to")
     if bad:
         raise UserError("; ".join(bad))
     from gradual.model_spec import check_model_spec

@@ -1,21 +1,22 @@
-"""Training data for one stage: tokenized examples, the padding collator, length-grouped order, replay.
+"""Training data for one stage: tokenized examples, the padding collator, replay.
 
-Run as: used by gradual.train (`gradual train`, `gradual run`).
+Run as: used by gradual.train.stage (`gradual train`, `gradual run`).
 
 Each item becomes prompt ids + target ids in the zero-shot fine-tune format (gradual.prompts),
 with labels -100 on the prompt, so the loss is on the answer tokens only. Prompt and target are
 tokenized separately, exactly as greedy evaluation later feeds the prompt alone, so training and
-decoding see the same token boundary.
+decoding see the same token boundary. Batches are length-grouped by the Trainer (`group_by_length`),
+which reads each example's length from its `input_ids`.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from gradual.data.items import Item
 from gradual.prompts import FinetuneFormat
@@ -36,7 +37,10 @@ def encode_item(item: Item, tokenizer: Any, fmt: FinetuneFormat, max_tokens: int
 
 
 class EncodedDataset(Dataset):
-    """A list of encoded examples (tiny: a QA set fits in memory many times over)."""
+    """A list of encoded examples (tiny: a QA set fits in memory many times over).
+
+    Each example is a dict with `input_ids`: the key the Trainer's length-grouped sampler measures.
+    """
 
     def __init__(self, rows: Sequence[dict[str, list[int]]]):
         self.rows = list(rows)
@@ -89,38 +93,6 @@ class Collator:
                 batch["logits_to_keep"] = torch.arange(lo, hi)
                 batch["shift_labels"] = labels[:, lo + 1: hi + 1].contiguous()
         return batch
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Order indices so that each run of `batch_size` holds examples of (nearly) equal length.
-
-    Examples are sorted by length with a random tie-break, cut into batches, and the batches are
-    shuffled: batches are homogeneous (little padding) and their order random, reseeded per epoch.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0):
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by the Trainer's dataloader each epoch
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        rng.shuffle(batches)
-        return batches
-
-    def __iter__(self) -> Iterator[int]:
-        out = [i for b in self.batches() for i in b]
-        self.epoch += 1  # in case nobody calls set_epoch, the next epoch still gets a new order
-        return iter(out)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
 
 
 def replay_count(ratio: float, n_train: int) -> int:

@@ -3,21 +3,26 @@
 Run as: gradual train --model smollm2-135m --data train.jsonl --dev dev.jsonl --out runs/stage1
 
 Built on the transformers `Trainer`, so `accelerate launch -m gradual.cli train ...` runs it with
-DDP/FSDP/DeepSpeed on several GPUs with no code of ours. What we add around it:
+DDP/FSDP/DeepSpeed on several GPUs with no code of ours. The Trainer does what it can itself:
+length-grouped batches (`group_by_length`), early stopping (`EarlyStoppingCallback`) and the best
+epoch (`load_best_model_at_end`, checkpoints in a scratch folder), reporting (`report_to`). What we
+add around it:
 
-- the loss on answer tokens only (gradual.training.data), length-grouped batches, and logits
-  computed only at answer positions where the model supports `logits_to_keep`;
-- after every epoch, greedy exact match on a fixed dev subset (at most `max_dev` items); the best
-  epoch's weights are kept in memory and restored at the end, and training stops after `patience`
-  epochs without improvement (patience 0: never stop early, still keep the best);
+- the loss on answer tokens only (gradual.train.data), and logits computed only at answer
+  positions where the model supports `logits_to_keep`;
+- "evaluate" is greedy exact match on a fixed dev subset (at most `max_dev` items) after every
+  epoch, logged as `eval_dev_accuracy` (the metric for the best epoch and for early stopping);
+  training stops after `patience` epochs without improvement (patience 0: never stop early, still
+  keep the best);
 - a dev split smaller than `min_dev` cannot pick an epoch reliably: all epochs are trained, the
-  last is kept, and every metrics row says so (`selection`);
-- precision: a bf16/fp16 model keeps its frozen base weights in that dtype, LoRA weights in fp32,
-  and runs under autocast; full fine-tuning upcasts to fp32 master weights for the stage and casts
-  back afterwards (see benchmarks/train_speed.py for the measurements behind this);
+  last is kept (no checkpoints at all), and every metrics row says so (`selection`);
+- precision (gradual.train.precision): a bf16/fp16 model keeps its frozen base weights in that
+  dtype, LoRA weights in fp32, and runs under autocast; full fine-tuning upcasts to fp32 master
+  weights for the stage and casts back afterwards;
 - outputs, each written atomically: `adapter/` (standard PEFT; `model/` for full fine-tuning),
   `train_items.jsonl` (replay marked), `metrics.jsonl` (one row per epoch, best marked), and last
-  `stage.json`, whose presence means the stage finished (`stage_done`, `load_stage_result`).
+  `stage.json`, whose presence means the stage finished (`stage_done`, `load_stage_result`); with
+  `report_to` including tensorboard, event files under `logs/`.
 
 `train_stage` injects LoRA layers into `lm.model` in place; use `StageResult.model` afterwards,
 and `merge_into_base` before training the next stage's fresh adapter on top.
@@ -32,6 +37,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,8 +50,10 @@ from gradual.config import TrainConfig
 from gradual.data.items import Item
 from gradual.generate import greedy_generate
 from gradual.prompts import FinetuneFormat
-from gradual.training.callbacks import EpochMonitor, make_callback, restore_state, rich_progress
-from gradual.training.data import Collator, EncodedDataset, LengthGroupedSampler, encode_item, sample_replay
+from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
+from gradual.train.data import Collator, EncodedDataset, encode_item, sample_replay
+from gradual.train.precision import choose_precision
+from gradual.train.trackers import check_report_to, parse_report_to
 
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
 
@@ -64,34 +72,6 @@ class StageResult:
     stopped_early: bool = False
     precision: str = ""
     note: str = ""
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a stage runs numerically: the dtype of the weights it trains, and the autocast dtype."""
-
-    master: torch.dtype | None  # cast the model to this for the stage (None: keep as is)
-    autocast: torch.dtype | None
-    reason: str
-
-
-def choose_precision(model: Any, lora: bool) -> Precision:
-    """Autocast in the model's half dtype; trainable weights always fp32.
-
-    LoRA leaves the base frozen, so a bf16 base needs no fp32 copy (peft keeps the adapters in
-    fp32); full fine-tuning updates every weight, which bf16 cannot accumulate small steps into, so
-    it gets fp32 master weights for the stage.
-    """
-    param = next(model.parameters())
-    dt, dev = param.dtype, param.device.type
-    if dt == torch.float32:
-        return Precision(None, None, "fp32 weights, no autocast")
-    if dt == torch.float16 and dev == "cpu":
-        return Precision(torch.float32, None, "fp16 on CPU has no fast kernels: fp32")
-    name = str(dt).removeprefix("torch.")
-    if lora:
-        return Precision(None, dt, f"frozen {name} base, fp32 LoRA, {name} autocast")
-    return Precision(torch.float32, dt, f"fp32 master weights, {name} autocast")
 
 
 def dev_max_new_tokens(items: Sequence[Item], tokenizer: Any, fmt: FinetuneFormat) -> int:
@@ -138,27 +118,33 @@ def _stage_trainer_cls() -> Any:
     from transformers import Trainer
 
     class StageTrainer(Trainer):
-        """A Trainer whose "evaluate" is greedy exact match on dev and whose batches are length-grouped."""
+        """A Trainer whose "evaluate" is greedy exact match on dev instead of eval loss."""
 
         dev_items: list[Item] = []
         fmt = FinetuneFormat()
         autocast: torch.dtype | None = None
-        group_seed = 0
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            return LengthGroupedSampler(ds.lengths, self.args.per_device_train_batch_size, self.group_seed)
 
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
                      metric_key_prefix: str = "eval") -> dict[str, float]:
-            metrics: dict[str, float] = {"dev_n": len(self.dev_items)}
+            # Keys carry the prefix the Trainer's best-model logic and EarlyStoppingCallback look up
+            # (eval_ + metric_for_best_model); `log` sends them to every report_to integration.
+            metrics: dict[str, float] = {f"{metric_key_prefix}_dev_n": len(self.dev_items)}
             if self.dev_items:
-                metrics["dev_accuracy"] = evaluate_dev(self.model, self.processing_class, self.dev_items, self.fmt,
-                                                       self.autocast)
+                metrics[f"{metric_key_prefix}_{DEV_METRIC}"] = evaluate_dev(
+                    self.model, self.processing_class, self.dev_items, self.fmt, self.autocast)
+            self.log(dict(metrics))  # a copy: log() adds "epoch" to the dict it is given
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
 
     return StageTrainer
+
+
+def _sharded_launch() -> bool:
+    """True under `accelerate launch` with FSDP or DeepSpeed, where the Trainer refuses
+    `save_only_model` together with `load_best_model_at_end` (its full checkpoints are needed there)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_FSDP") or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
 
 
 def _supports_logits_to_keep(model: Any) -> bool:
@@ -182,10 +168,12 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
                 replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage") -> StageResult:
     """Fine-tune `lm.model` on `train_items` (+ replay), keep the best dev epoch, write the stage folder."""
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     if not train_items:
         raise ValueError(f"{name}: no training items")
+    check_report_to(config.report_to, "train.report_to")  # before the model is touched
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +183,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
                            exclude={it.id for it in train_items})
     dev = dev_subset(dev_items, config.max_dev, config.seed)
     selecting = len(dev) >= max(config.min_dev, 1)
+    selection = "dev" if selecting else "last"
     if not dev:
         note = "no dev items: trained all epochs, kept the last"
     elif not selecting:
@@ -221,16 +210,22 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     write_jsonl(out_dir / "train_items.jsonl",
                 [{**it.to_dict(), "replay": False} for it in train_items] + [{**it.to_dict(), "replay": True} for it in replay])
 
+    def metrics_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> list[dict[str, Any]]:
+        return [{"stage": name, **r, "best": r["epoch"] == best, "selection": selection} for r in done_rows]
+
     def write_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> None:
-        selection = "dev" if selecting else "last"
-        write_jsonl(out_dir / "metrics.jsonl",
-                    [{"stage": name, **r, "best": r["epoch"] == best, "selection": selection} for r in done_rows])
+        write_jsonl(out_dir / "metrics.jsonl", metrics_rows(done_rows, best))
 
     bar = rich_progress(name) if progress else None
-    monitor = EpochMonitor(lora=config.lora, selecting=selecting, patience=config.patience,
-                            n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
-                            say=bar.say if bar is not None else None)
+    monitor = EpochMonitor(selecting=selecting, n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
+                           say=bar.say if bar is not None else None)
+    callbacks: list[Any] = [make_callback(monitor)] + ([bar] if bar is not None else [])
+    if selecting and config.patience > 0:
+        # Counts evaluations without a strictly better dev accuracy than the best so far; stops at
+        # `patience` of them in a row (our patience semantics exactly, threshold 0).
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     device = next(model.parameters()).device
+    report_to = parse_report_to(config.report_to)
     with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
@@ -238,7 +233,16 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=config.seed,
             data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
             fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
-            eval_strategy="epoch", logging_strategy="epoch", save_strategy="no", report_to="none",
+            # Batches of similar lengths: less padding. The sampler reads each example's input_ids.
+            group_by_length=True,
+            eval_strategy="epoch", logging_strategy="epoch",
+            # The best epoch: a checkpoint per epoch in the scratch folder (LoRA: only the adapter),
+            # the best one reloaded at the end. save_total_limit 1 keeps at most the best and the
+            # latest. Without dev selection nothing is saved and the last epoch is kept.
+            save_strategy="epoch" if selecting else "no", load_best_model_at_end=selecting,
+            metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
+            save_only_model=not _sharded_launch(), save_total_limit=1,
+            report_to=report_to or "none", logging_dir=str(out_dir / "logs"), run_name=name,
             disable_tqdm=True, log_level="error", dataloader_pin_memory=False, remove_unused_columns=False,
             label_names=["labels"],
         )
@@ -246,41 +250,44 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
             data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
                                    slice_logits=_supports_logits_to_keep(model)),
-            processing_class=tok, callbacks=[make_callback(monitor)] + ([bar] if bar is not None else []),
+            processing_class=tok, callbacks=callbacks,
         )
-        from transformers.trainer_callback import PrinterCallback
-
         # disable_tqdm swaps the Trainer's tqdm bar for PrinterCallback, which prints every raw log
         # dict; progress is drawn by our rich bar instead.
         trainer.remove_callback(PrinterCallback)
-        trainer.dev_items, trainer.fmt, trainer.autocast, trainer.group_seed = dev, fmt, precision.autocast, config.seed
+        trainer.dev_items, trainer.fmt, trainer.autocast = dev, fmt, precision.autocast
         try:
-            trainer.train()
+            with warnings.catch_warnings():
+                # Checkpoints of epochs under a second apart (small stages) make the Trainer doubt
+                # the filesystem's mtimes; it then orders them by step number, which is right here.
+                warnings.filterwarnings("ignore", message="mtime may not be reliable")
+                trainer.train()  # ends with the best epoch's weights loaded into `model` when selecting
         finally:
             if bar is not None:
                 bar.close()  # an exception skips on_train_end; never leave a live bar behind
         is_main = trainer.is_world_process_zero()
-        del trainer  # frees the optimizer state before the copies below
+        best_step = trainer.state.best_global_step
+        del trainer  # frees the optimizer state
 
-    assert monitor.best_state is not None  # at least one epoch ran
-    restore_state(model, monitor.best_state, config.lora)
+    assert monitor.rows  # at least one epoch ran
+    if selecting:
+        best_epoch = next(r["epoch"] for r in monitor.rows if r["step"] == best_step)
+    else:
+        best_epoch = len(monitor.rows)
     if precision.master is not None and orig_dtype != precision.master:
         model = model.to(orig_dtype)
     model.eval()
     lm.model = model
-    best_row = monitor.rows[monitor.best_epoch - 1]
     wall = time.perf_counter() - t0
     result = StageResult(
-        model=model, best_epoch=monitor.best_epoch, dev_accuracy=best_row["dev_accuracy"],
-        metrics=[{"stage": name, **r, "best": r["epoch"] == monitor.best_epoch,
-                  "selection": "dev" if selecting else "last"} for r in monitor.rows],
-        n_train=len(train_items), n_replay=len(replay), wall_s=round(wall, 3), out_dir=out_dir,
-        selection="dev" if selecting else "last", stopped_early=monitor.stopped_early,
-        precision=precision.reason, note=note,
+        model=model, best_epoch=best_epoch, dev_accuracy=monitor.rows[best_epoch - 1]["dev_accuracy"],
+        metrics=metrics_rows(monitor.rows, best_epoch), n_train=len(train_items), n_replay=len(replay),
+        wall_s=round(wall, 3), out_dir=out_dir, selection=selection,
+        stopped_early=len(monitor.rows) < config.epochs, precision=precision.reason, note=note,
     )
     if is_main:
         _save_weights(model, tok, out_dir, config.lora)
-        write_rows(monitor.rows, monitor.best_epoch)
+        write_rows(monitor.rows, best_epoch)
         write_json(out_dir / "stage.json", _stage_record(result, config, name))
     return result
 
@@ -339,5 +346,5 @@ def load_stage_result(lm: Any, out_dir: Path) -> StageResult:
     )
 
 
-__all__ = ["StageResult", "train_stage", "merge_into_base", "evaluate_dev", "stage_done", "load_stage_result",
-           "choose_precision", "Precision"]
+__all__ = ["ADAPTER_DIR", "MODEL_DIR", "StageResult", "train_stage", "merge_into_base", "evaluate_dev",
+           "dev_subset", "stage_done", "load_stage_result"]

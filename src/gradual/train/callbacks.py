@@ -1,6 +1,9 @@
-"""Trainer callbacks of a stage: per-epoch metrics, best-state snapshots, early stopping, a rich progress bar.
+"""Trainer callbacks of a stage: per-epoch metrics rows and a rich progress bar.
 
-Run as: used by gradual.train.
+Run as: used by gradual.train.stage.
+
+Early stopping and the best epoch are the Trainer's own (`EarlyStoppingCallback`,
+`load_best_model_at_end`); the monitor here only records what each epoch did, for metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -9,41 +12,23 @@ import math
 import time
 from typing import Any, Callable
 
-import torch
-
-
-def trainable_state(model: Any, lora: bool) -> dict[str, torch.Tensor]:
-    """A CPU copy of what the stage trains: the adapter, or every weight for full fine-tuning."""
-    if lora:
-        from peft import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(model)
-    else:
-        state = model.state_dict()
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def restore_state(model: Any, state: dict[str, torch.Tensor], lora: bool) -> None:
-    if lora:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, state)
-    else:
-        model.load_state_dict(state)
+DEV_METRIC = "dev_accuracy"  # the Trainer's metric_for_best_model; logged and read as eval_dev_accuracy
 
 
 class EpochMonitor:
-    """Trainer callback: per-epoch loss and dev accuracy, best-state snapshot, early stopping."""
+    """Trainer callback: one metrics row per epoch (train loss, dev accuracy, timings), as each epoch ends.
 
-    def __init__(self, *, lora: bool, selecting: bool, patience: int, n_tokens: int,
-                 on_row: Any, bar_prefix: str, say: Callable[[str], None] | None = None):
-        self.lora, self.selecting, self.patience = lora, selecting, patience
-        self.n_tokens, self.on_row, self.bar_prefix, self.say = n_tokens, on_row, bar_prefix, say
+    `best_so_far` follows the Trainer's rule for the best checkpoint (a strictly greater dev
+    accuracy; the first epoch always counts), so the line printed per epoch agrees with the epoch
+    `load_best_model_at_end` restores.
+    """
+
+    def __init__(self, *, selecting: bool, n_tokens: int, on_row: Callable[[list[dict[str, Any]]], None],
+                 bar_prefix: str, say: Callable[[str], None] | None = None):
+        self.selecting, self.n_tokens, self.on_row = selecting, n_tokens, on_row
+        self.bar_prefix, self.say = bar_prefix, say
         self.rows: list[dict[str, Any]] = []
-        self.best_epoch = 0
         self.best_acc: float | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.stopped_early = False
         self._loss: float | None = None
         self._lr: float | None = None
         self._t_epoch = self._t_train = 0.0
@@ -60,23 +45,19 @@ class EpochMonitor:
             self._loss, self._lr = float(logs["loss"]), logs.get("learning_rate")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
-                    model: Any = None, **kw: Any) -> None:
+                    **kw: Any) -> None:
         epoch = len(self.rows) + 1
-        acc = (metrics or {}).get("dev_accuracy")
-        improved = (not self.selecting) or self.best_acc is None or (acc is not None and acc > self.best_acc)
+        acc = (metrics or {}).get(f"eval_{DEV_METRIC}")
+        improved = acc is not None and (self.best_acc is None or acc > self.best_acc)
         if improved:
-            self.best_epoch, self.best_acc = epoch, acc
-            self.best_state = trainable_state(model, self.lora)
+            self.best_acc = acc
         row = {
             "epoch": epoch, "step": state.global_step, "train_loss": self._loss, "learning_rate": self._lr,
-            "dev_accuracy": acc, "dev_n": (metrics or {}).get("dev_n", 0), "tokens": self.n_tokens,
+            "dev_accuracy": acc, "dev_n": int((metrics or {}).get("eval_dev_n", 0)), "tokens": self.n_tokens,
             "train_s": round(self._t_train, 3), "eval_s": round(time.perf_counter() - self._t_epoch - self._t_train, 3),
             "tokens_per_s": round(self.n_tokens / self._t_train, 1) if self._t_train > 0 else None,
         }
         self.rows.append(row)
-        if self.selecting and self.patience > 0 and epoch - self.best_epoch >= self.patience:
-            control.should_training_stop = True
-            self.stopped_early = epoch < args.num_train_epochs
         self.on_row(self.rows)
         if self.say is not None and state.is_world_process_zero:
             loss = f"{self._loss:.4f}" if self._loss is not None else "–"
