@@ -1,6 +1,6 @@
 """Probe speed: the naive baseline vs the sample and exact estimators, in one run, on one machine.
 
-Run as: .venv/bin/python benchmarks/probe_speed.py [--items 150] [--naive-items 2] [--threads 1] [--seed 0]
+Run as: .venv/bin/python benchmarks/probe_speed.py [--items 80] [--naive-items 2] [--strong-items 8] [--threads 1] [--seed 0]
 
 Setup: the embedded default model (smollm2-135m, placed by gradual.models.choose_placement), a fixed
 sample of `--items` items of the world benchmark's train split (gradual.data.world.build_world, seed
@@ -13,13 +13,20 @@ Rows of the table:
           recomputed every call; it stops at the newline (stop_strings) and at max_new_tokens like
           ours, so the comparison is not inflated by decoding to the cap. Timed on `--naive-items`
           items and extrapolated per item.
-  sample  gradual's sample estimator (same protocol, shared prefix KV, batched, early stop).
-  exact   gradual's exact estimator (greedy decoded + exact probability of a correct answer).
+  strong  what a careful user would write instead: HF generate() batched across many prompts (left
+          padding), per batch one greedy call and one num_return_sequences=16 sampling call,
+          stop_strings=["\n"], the same exact match. Timed on `--strong-items` items, per item.
+  sample  gradual's sample estimator (same protocol, shared prefix KV, batched, early stop, early exit).
+  exact   gradual's exact estimator (greedy decoded + exact probability of a correct answer), early exit.
+  exact --full  the same with every prompt computed (for tokens_saved).
   forward the model's raw forward throughput: one forward pass of 256 rows x 64 tokens, no cache
           (the ceiling for tokens per second on this machine).
 Cache is off for every timed run.
 
 Last line: probe_speed: sample_x=<naive s/item / sample s/item> exact_x=<naive s/item / exact s/item>
+  strong_x=<strong s/item / exact s/item>
+  tokens_saved=<1 - model tokens of exact / model tokens of exact --full> (what early exit saves)
+  dtype=<model dtype> isa=<the CPU's best vector ISA, torch.backends.cpu.get_cpu_capability()>
   agreement=<share of items where exact and sample give the same category>
   noise_agreement=<share of items where two sample runs with exemplar seeds 0 and 1 agree>
   efficiency=<useful tokens/s of the exact estimator / raw forward tokens/s>
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
 import resource
 import sys
@@ -42,6 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as gradual's CLI: idle OpenMP threads must not spin
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -49,7 +58,7 @@ from rich.table import Table
 from gradual.answers import is_correct
 from gradual.config import ProbeConfig
 from gradual.data.items import Item, read_items
-from gradual.models import load_model
+from gradual.models import cpu_isa, load_model
 from gradual.probe import probe
 from gradual.probe.run import accepted_continuations
 from gradual.probe.slick import assign_exemplar_sets, categorize
@@ -124,6 +133,37 @@ def naive_probe(lm, items: list[Item], pool: list[Item], cfg: ProbeConfig) -> li
     return cats
 
 
+@torch.inference_mode()
+def strong_probe(lm, items: list[Item], pool: list[Item], cfg: ProbeConfig, batch: int = 16) -> list[str]:
+    """The strong baseline: generate() batched across prompts (left padding); returns categories."""
+    model, tok = lm.model, lm.tokenizer
+    assignment = assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, cfg.seed)
+    prompts = [(it, probe_prefix(es.items) + query(it.question)) for it in items for es in assignment.sets[it.id]]
+    g_ok = {it.id: 0 for it in items}
+    s_ok = {it.id: 0 for it in items}
+    side = tok.padding_side
+    tok.padding_side = "left"
+    torch.manual_seed(cfg.seed)
+    try:
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start: start + batch]
+            enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            n = enc["input_ids"].shape[1]
+            g = model.generate(**enc, do_sample=False, max_new_tokens=cfg.max_new_tokens,
+                               pad_token_id=tok.pad_token_id, stop_strings=["\n"], tokenizer=tok)
+            for (it, _), text in zip(chunk, tok.batch_decode(g[:, n:], skip_special_tokens=True)):
+                g_ok[it.id] += is_correct(text, it.answers)
+            smp = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                                 num_return_sequences=cfg.samples, max_new_tokens=cfg.max_new_tokens,
+                                 pad_token_id=tok.pad_token_id, stop_strings=["\n"], tokenizer=tok)
+            texts = tok.batch_decode(smp[:, n:], skip_special_tokens=True)
+            for i, (it, _) in enumerate(chunk):
+                s_ok[it.id] += sum(is_correct(t, it.answers) for t in texts[i * cfg.samples: (i + 1) * cfg.samples])
+    finally:
+        tok.padding_side = side
+    return [categorize(g_ok[it.id] / cfg.nex, s_ok[it.id] / (cfg.nex * cfg.samples)) for it in items]
+
+
 def useful_tokens(lm, items: list[Item], pool: list[Item], cfg: ProbeConfig, greedy: dict[str, list[str]]) -> int:
     """Tokens a share-nothing exact estimator must process (see the module docstring)."""
     tok = lm.tokenizer
@@ -149,7 +189,8 @@ def raw_forward_tps(lm, rows: int = 256, length: int = 64) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--items", type=int, default=150, help="items probed by the sample and exact estimators")
+    ap.add_argument("--items", type=int, default=80, help="items probed by the sample and exact estimators")
+    ap.add_argument("--strong-items", type=int, default=8, help="items timed for the strong baseline")
     ap.add_argument("--naive-items", type=int, default=2, help="items timed for the naive baseline")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -175,6 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     naive_per = (time.perf_counter() - t) / len(naive_items)
     rows.append(("naive (extrapolated)", len(naive_items), naive_per * len(items), 1 / naive_per, peak_rss_mb()))
 
+    strong_items = items[: args.strong_items]
+    t = time.perf_counter()
+    strong_probe(lm, strong_items, dev, cfg)
+    strong_per = (time.perf_counter() - t) / len(strong_items)
+    rows.append(("strong (extrapolated)", len(strong_items), strong_per * len(items), 1 / strong_per, peak_rss_mb()))
+
     t = time.perf_counter()
     sample = probe(lm, items, dev, cfg, progress=False)
     sample_s = time.perf_counter() - t
@@ -185,6 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     exact = probe(lm, items, dev, exact_cfg, progress=False)
     exact_s = time.perf_counter() - t
     rows.append(("exact", len(items), exact_s, len(items) / exact_s, peak_rss_mb()))
+
+    t = time.perf_counter()
+    exact_full = probe(lm, items, dev, dataclasses.replace(exact_cfg, full=True), progress=False)
+    full_s = time.perf_counter() - t
+    rows.append(("exact --full", len(items), full_s, len(items) / full_s, peak_rss_mb()))
+    if exact_full.categories() != exact.categories():
+        console.print("[red]early exit changed categories:[/] "
+                      f"{sum(exact_full.categories()[i] != c for i, c in exact.categories().items())} items")
 
     sample2 = probe(lm, items, dev, dataclasses.replace(cfg, seed=args.seed + 1), progress=False)
     tps = raw_forward_tps(lm)
@@ -201,8 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"counts sample {sample.counts()}  exact {exact.counts()}  sample seed+1 {sample2.counts()}")
     console.print(f"raw forward {tps:.0f} tok/s; exact useful tokens {useful} -> {useful / exact_s:.0f} tok/s; "
                   f"exact processed {exact.summary['tokens_processed']} tokens")
+    saved = 1 - exact.summary["tokens_processed"] / exact_full.summary["tokens_processed"]
+    console.print(f"early exit: prompts {exact.summary['early_exit']['prompts_used']}/"
+                  f"{exact.summary['early_exit']['prompts_total']}, scored {exact.summary['early_exit']['prompts_scored']}; "
+                  f"tokens {exact.summary['tokens_processed']} vs {exact_full.summary['tokens_processed']} with --full")
+    dtype = str(lm.model.dtype).removeprefix("torch.")
     print(f"probe_speed: sample_x={naive_per * len(items) / sample_s:.1f} exact_x={naive_per * len(items) / exact_s:.1f} "
-          f"agreement={agreement:.3f} noise_agreement={noise:.3f} efficiency={efficiency:.2f}")
+          f"strong_x={strong_per * len(items) / exact_s:.1f} tokens_saved={saved:.3f} "
+          f"agreement={agreement:.3f} noise_agreement={noise:.3f} efficiency={efficiency:.2f} "
+          f"dtype={dtype} isa={cpu_isa()}")
     sys.stdout.flush()
 
 
