@@ -14,6 +14,7 @@ interrupted or not; that is what makes a resumed run end with the same summary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -138,7 +139,10 @@ class Pipeline:
         path = self.out / "probe" / f"{name}.jsonl"
         if path.exists():
             return load_probe(path)
-        result = probe(lm, items, exemplars, self.cfg.probe, progress=self.progress, desc=f"probe {name}")
+        # The noise control (probe.repeat) measures chance flips once, on the base model's train probe;
+        # repeating every re-probe would multiply their cost and no figure reads it.
+        cfg = self.cfg.probe if name == "base_train" else dataclasses.replace(self.cfg.probe, repeat=0)
+        result = probe(lm, items, exemplars, cfg, progress=self.progress, desc=f"probe {name}")
         save_probe(result, path)
         if stage is not None:
             from gradual.metrics import category_counts
