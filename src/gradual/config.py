@@ -37,6 +37,8 @@ class ProbeConfig:
     # Every prompt, sample and score for every item (the paper's full estimates). Off: each item stops
     # at the evidence that settles its category; the categories are the same, the work far less.
     full: bool = False
+    # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
+    backend: Literal["hf", "vllm"] = "hf"
 
 
 @dataclass

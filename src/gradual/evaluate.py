@@ -63,8 +63,12 @@ def evaluate_items(
     batch_size: int = 32,
     max_new_tokens: int = 16,
     progress: bool = True,
+    backend: str = "hf",
 ) -> EvalResult:
-    """Greedy exact match of `lm` (a LoadedModel) on `items`, zero-shot in the fine-tune format."""
+    """Greedy exact match of `lm` (a LoadedModel) on `items`, zero-shot in the fine-tune format.
+
+    backend "vllm": `lm` may be a gradual.probe.backends.VLLMModel; answers come from the vLLM
+    engine's greedy (the zero-shot prompt as the suffix, empty prefix, stop at the newline)."""
     from gradual.answers import is_correct
     from gradual.generate import greedy_generate
     from gradual.prompts import FinetuneFormat
@@ -76,9 +80,18 @@ def evaluate_items(
     outputs: dict[int, str] = {}
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
+    engine = None
+    if backend != "hf":
+        from gradual.probe.backends import make_engine
+
+        engine = make_engine(backend, lm, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
     def run(batch: list[int]) -> None:
-        gen = greedy_generate(lm.model, lm.tokenizer, [prompts[i] for i in batch],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if engine is not None:
+            gen = engine.greedy("", [prompts[i] for i in batch])
+        else:
+            gen = greedy_generate(lm.model, lm.tokenizer, [prompts[i] for i in batch],
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
         outputs.update(zip(batch, gen))
 
     if progress and batches:
@@ -158,6 +171,7 @@ def evaluate_file(
     batch_size: int = 32,
     max_new_tokens: int = 16,
     progress: bool = True,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """Evaluate a model (plus adapter) on an items file; write OUT.json and OUT.predictions.jsonl.
 
@@ -175,16 +189,26 @@ def evaluate_file(
         raise UserError(f"--out: {out_p}: expected a .json path")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    from gradual.probe.backends import backend_errors, backend_identity
+
+    bad = backend_errors(backend, "sample", 1)  # eval decodes greedily: only the backend's presence matters
+    if bad:
+        raise UserError("; ".join(bad))
     items = read_items(data_p)
     cats = load_categories(categories) if categories is not None else None
-    lm = load_model(model, device, dtype)
-    if adapter is not None:
-        apply_adapter(lm, adapter)
+    if backend == "vllm":  # vLLM loads the weights; the adapter rides on a LoRA request where it can
+        from gradual.probe.backends import vllm_model
+
+        lm: Any = vllm_model(model, adapter=adapter, dtype=dtype)
+    else:
+        lm = load_model(model, device, dtype)
+        if adapter is not None:
+            apply_adapter(lm, adapter)
     result = evaluate_items(lm, items, cats, chat=chat, batch_size=batch_size,
-                            max_new_tokens=max_new_tokens, progress=progress)
+                            max_new_tokens=max_new_tokens, progress=progress, backend=backend)
     summary = {"model": model, "adapter": str(adapter) if adapter is not None else None, "data": str(data_p),
                "categories": str(categories) if categories is not None else None, "chat": chat,
-               **result.to_dict()}
+               "backend": backend_identity(backend), **result.to_dict()}
     pred_path = predictions_path(out_p)
     write_jsonl(pred_path, result.predictions)
     write_json(out_p, summary)

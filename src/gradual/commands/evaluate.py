@@ -26,6 +26,8 @@ def eval_command(
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
+    backend: str = typer.Option("hf", "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
+                                "'gradual[vllm]'; --adapter then rides on a LoRA request where vLLM allows)."),
 ) -> None:
     """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
     from gradual.model_spec import check_model_spec
@@ -35,7 +37,8 @@ def eval_command(
     from gradual.console import print_eval
 
     summary = evaluate_file(model, data, out, adapter=adapter, categories=categories, chat=chat, device=device,
-                            dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens)
+                            dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            backend=backend)
     print_eval(summary, console)
     console.print(f"[dim]wrote {out} and {predictions_path(out)}[/]")
 

@@ -1,7 +1,7 @@
 """`gradual probe`: SliCK categories for every item of a dataset (what the model already knows).
 
 Run as: gradual probe --model smollm2-135m --data data/world/train.jsonl --exemplars data/world/dev.jsonl \
-            --out probe.jsonl [--estimator exact] [--repeat 2] [--full]
+            --out probe.jsonl [--estimator exact] [--repeat 2] [--full] [--backend vllm]
 
 --data is a JSONL file of items, or a dataset folder: then its train split is probed and its dev
 split is the exemplar pool (unless --exemplars is given). Without --exemplars (and with a file) the
@@ -48,6 +48,8 @@ def probe_cmd(
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    backend: str = typer.Option(_D.backend, "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
+                                "'gradual[vllm]'; --device is ignored, vLLM uses the GPU)."),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
     from gradual.model_spec import check_model_spec
@@ -61,7 +63,8 @@ def probe_cmd(
 
     cfg = ProbeConfig(estimator=estimator, nex=nex, shots=shots, samples=samples,  # type: ignore[arg-type]
                       temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache, full=full)
+                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache, full=full,
+                      backend=backend)  # type: ignore[arg-type]
     validate_config(cfg)  # every bad flag before the model loads
     if limit < 0:
         raise UserError(f"--limit: {limit} is out of range (>= 0)")
@@ -77,7 +80,12 @@ def probe_cmd(
     if limit:
         items = items[:limit]
 
-    lm = load_model(model, device, dtype)
+    if cfg.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is loaded here
+        from gradual.probe.backends import vllm_model
+
+        lm = vllm_model(model, dtype=dtype)
+    else:
+        lm = load_model(model, device, dtype)
     console.print(f"[dim]model {model} on {lm.placement.reason}; {len(items)} items, estimator {cfg.estimator}, "
                   f"exemplars: {'the probed items' if pool is None else f'{len(pool)} items'}[/]")
     result = probe(lm, items, pool, cfg, progress=not quiet)

@@ -30,7 +30,8 @@ from gradual.config import ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
-from gradual.probe.engine import HFEngine, ProbeEngine
+from gradual.probe.backends import backend_errors, backend_identity, make_engine
+from gradual.probe.engine import ProbeEngine
 from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
 from gradual.prompts import STOP, answer_continuation, probe_prefix, query
@@ -108,6 +109,7 @@ def validate_config(cfg: ProbeConfig) -> None:
     from gradual.config import range_errors  # the one table of ranges, shared with run configs
 
     errors += range_errors(cfg, "probe", flags=True)
+    errors += backend_errors(cfg.backend, cfg.estimator, cfg.top_k)
     if errors:
         raise UserError("; ".join(errors))
 
@@ -296,7 +298,8 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     t0 = time.perf_counter()
     pool = list(exemplars) if exemplars is not None else list(items)
     model = _model_info(lm)
-    base_key = {
+    backend = backend_identity(config.backend)  # backends differ in sampler and kernels: never share a cache entry
+    base_key = {"backend": backend,
         "fingerprint": model["fingerprint"], "device": lm.placement.device.type, "dtype": model["dtype"],
         "items": pcache.items_hash(items), "exemplars": ("self" if exemplars is None else "file") + ":" +
         pcache.items_hash(pool), "estimator": config.estimator, "nex": config.nex, "shots": config.shots,
@@ -316,8 +319,8 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
                 cached += 1
                 continue
             if engine is None:
-                engine = HFEngine(lm.model, lm.tokenizer, batch_size=config.batch_size,
-                                  max_new_tokens=config.max_new_tokens)
+                engine = make_engine(config.backend, lm, batch_size=config.batch_size,
+                                     max_new_tokens=config.max_new_tokens, top_k=config.top_k, seed=config.seed)
             label = desc if r == 0 else f"{desc} (repeat {r}/{config.repeat})"
             t1 = time.perf_counter()
             before = getattr(engine, "tokens_processed", 0)
@@ -334,6 +337,7 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     wall = time.perf_counter() - t0
     summary = _summary(main, passes, seeds, config, model, exemplars is None, len(pool), wall, compute_s,
                        cached, tokens)
+    summary["backend"] = backend
     return ProbeResult(main, summary)
 
 
