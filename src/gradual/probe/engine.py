@@ -47,20 +47,20 @@ teacher-forcing pass for answers the model cannot reach.
 
 from __future__ import annotations
 
-import string
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
+
+from gradual.answers import PUNCTUATION
 from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cache, register_grouped_attention
 
 # A continuation whose first token has probability below this is not teacher-forced (its p counts as 0).
 # Bound on the error: p_seen = 1 - prod_i (1 - p_i)^samples moves by at most nex * samples * SCORE_EPS
 # (1.6e-4 with the paper's protocol), far below the 0.5 threshold's resolution.
 SCORE_EPS = 1e-6
-_PUNCT_OR_SPACE = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…", "«", "»"}
 
 
 Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
@@ -170,7 +170,7 @@ def _stop_sets(tokenizer: Any, model: Any, vocab: int, device: torch.device) -> 
         if "\n" in text:
             stop[i] = True
             head = text.split("\n", 1)[0]
-            ok[i] = all(ch.isspace() or ch in _PUNCT_OR_SPACE for ch in head)
+            ok[i] = all(ch.isspace() or ch in PUNCTUATION for ch in head)
     eos: set[int] = set()
     for src in (tokenizer.eos_token_id, getattr(getattr(model, "config", None), "eos_token_id", None),
                 getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
