@@ -74,8 +74,9 @@ class _PreallocatedLayer(DynamicLayer):
     def _view(self) -> None:
         self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
-               cache_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # transformers 4 passes cache_kwargs positionally, 5 as keywords; neither is needed here.
         n = key_states.shape[-2]
         if self._n + n > self._k.shape[2]:  # out of room: grow (not expected within max_new_tokens)
             grow = max(n, self._room)
