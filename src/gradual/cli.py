@@ -56,13 +56,23 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         rc = app(standalone_mode=False)
+        if not rc:
+            from gradual import distributed
+
+            distributed.shutdown()  # under a launcher: every rank waits until main has written everything
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, *returns* that code.
         if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
             if rc == 130:
                 err_console.print("interrupted", style="yellow")
             sys.exit(rc)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        from gradual.distributed import is_main, rank
+
+        # Under a launcher every rank reports (a rank's own failure must not go unseen); the main
+        # process's line is the usual one.
+        who = "" if is_main() else f" (rank {rank()})"
+        err_console.print(f"[bold red]error{who}:[/] {escape(str(exc))}", highlight=False, markup=True,
+                          soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted", style="yellow")

@@ -76,10 +76,12 @@ def run_compare(
     report: bool = True,
 ) -> dict[str, Any]:
     """Run every strategy x seed in OUT/runs/, aggregate, write comparison.{json,md} and the report."""
+    from gradual import distributed as dist
     from gradual.config import load_run_config
     from gradual.pipeline import run_pipeline
 
     out = Path(out)
+    progress = progress and dist.is_main()  # one bar under a multi-process launch
     t0 = time.time()
     # Build and validate every config first: a typo fails before hours of runs, not after.
     plan = []
@@ -97,7 +99,7 @@ def run_compare(
     fresh_times: list[float] = []
 
     def do_run(s: str, k: int, cfg: Any, rdir: Path, inner_progress: bool) -> None:
-        summary = finished_summary(rdir, cfg)
+        summary = dist.on_main(lambda: finished_summary(rdir, cfg))  # every rank reuses, or reruns, alike
         reused = summary is not None
         start = time.time()
         if summary is None:
@@ -131,12 +133,14 @@ def run_compare(
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
                       wall_s=round(time.time() - t0, 1))
-    write_json(out / "comparison.json", comparison)
-    write_text(out / "comparison.md", comparison_markdown(comparison))
-    if report:
-        from gradual.report import write_report
+    if dist.is_main():  # every rank ran the same runs (each sharded inside); one writes
+        write_json(out / "comparison.json", comparison)
+        write_text(out / "comparison.md", comparison_markdown(comparison))
+        if report:
+            from gradual.report import write_report
 
-        write_report(out)
+            write_report(out)
+    dist.barrier()
     return comparison
 
 

@@ -68,15 +68,20 @@ def evaluate_items(
     """Greedy exact match of `lm` (a LoadedModel) on `items`, zero-shot in the fine-tune format.
 
     backend "vllm": `lm` may be a gradual.probe.backends.VLLMModel; answers come from the vLLM
-    engine's greedy (the zero-shot prompt as the suffix, empty prefix, stop at the newline)."""
+    engine's greedy (the zero-shot prompt as the suffix, empty prefix, stop at the newline).
+
+    Under a multi-process launch each rank generates for its shard (items[rank::world]) and every
+    rank gets all predictions back in item order; greedy decoding makes them those of one process."""
+    from gradual import distributed as dist
     from gradual.answers import is_correct
     from gradual.generate import greedy_generate
     from gradual.prompts import FinetuneFormat
 
     fmt = FinetuneFormat(chat)
-    prompts = [fmt.prompt(it.question, lm.tokenizer) for it in items]
+    mine = dist.shard(range(len(items)))  # this process's item indices (all of them in one process)
+    prompts = {i: fmt.prompt(items[i].question, lm.tokenizer) for i in mine}
     # Batches of similar length keep padding low; each batch is one progress step.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    order = sorted(mine, key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
@@ -94,7 +99,7 @@ def evaluate_items(
                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
         outputs.update(zip(batch, gen))
 
-    if progress and batches:
+    if progress and batches and dist.is_main():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -102,14 +107,14 @@ def evaluate_items(
             task = bar.add_task("eval", total=len(items))
             for b in batches:
                 run(b)
-                bar.advance(task, len(b))
+                bar.advance(task, len(b) * len(items) / len(mine))  # main's shard stands for the whole
     else:
         for b in batches:
             run(b)
 
+    texts = dist.gather([outputs[i] for i in mine])  # every rank's, in item order
     preds = []
-    for k, it in enumerate(items):
-        pred = outputs[k]
+    for it, pred in zip(items, texts):
         preds.append({"id": it.id, "question": it.question, "prediction": pred, "answers": list(it.answers),
                       "correct": bool(is_correct(pred, it.answers)),
                       "category": categories.get(it.id) if categories is not None else None})
@@ -195,6 +200,11 @@ def evaluate_file(
     if bad:
         raise UserError("; ".join(bad))
     items = read_items(data_p)
+    from gradual import distributed as dist
+
+    dist.check_shardable(len(items), "--data")  # before the model loads
+    if backend != "hf":
+        dist.refuse(f"--backend {backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     cats = load_categories(categories) if categories is not None else None
     if backend == "vllm":  # vLLM loads the weights; the adapter rides on a LoRA request where it can
         from gradual.probe.backends import vllm_model
@@ -209,9 +219,9 @@ def evaluate_file(
     summary = {"model": model, "adapter": str(adapter) if adapter is not None else None, "data": str(data_p),
                "categories": str(categories) if categories is not None else None, "chat": chat,
                "backend": backend_identity(backend), **result.to_dict()}
-    pred_path = predictions_path(out_p)
-    write_jsonl(pred_path, result.predictions)
-    write_json(out_p, summary)
+    if dist.is_main():  # every rank holds the same result; one writes it
+        write_jsonl(predictions_path(out_p), result.predictions)
+        write_json(out_p, summary)
     return summary
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gradual import distributed as dist
 from gradual.errors import UserError
 from gradual.model_spec import DEFAULT_MODEL, EMBEDDED, from_hub_cache, hub_error, hub_unavailable, locate
 
@@ -71,7 +72,9 @@ def choose_placement(device: str | None = None, dtype: str | None = None) -> Pla
     """Pick device and dtype: bf16 on a GPU or a CPU with native bf16 (avx512_bf16, AMX, Arm bf16),
     else fp32 (the fastest correct choice there, see cpu_has_bf16); flags win. The reason names the ISA."""
     if device in (None, "", "auto"):
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # `accelerate launch --cpu` asks every rank for the CPU even where a GPU is visible.
+        use_gpu = torch.cuda.is_available() and not (dist.is_distributed() and dist.env_flag("ACCELERATE_USE_CPU"))
+        dev = torch.device("cuda" if use_gpu else "cpu")
         why_dev = "cuda available" if dev.type == "cuda" else "no GPU"
     else:
         try:
@@ -81,6 +84,14 @@ def choose_placement(device: str | None = None, dtype: str | None = None) -> Pla
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError("--device: cuda requested but no GPU is available")
         why_dev = "--device"
+    if dev.type == "cuda" and dev.index is None and dist.is_distributed():
+        # One GPU per process: the rank's own (LOCAL_RANK), never every rank on cuda:0. Checked with the
+        # node's process count, so every rank of a launch that cannot work fails alike.
+        if dist.local_world_size() > torch.cuda.device_count():
+            raise UserError(f"--device: {dist.local_world_size()} processes on this node but {torch.cuda.device_count()} "
+                            "GPU(s); launch at most one process per GPU")
+        dev = torch.device("cuda", dist.local_rank())
+        why_dev += f", rank {dist.rank()} of {dist.world_size()}"
     if dtype in (None, "", "auto"):
         if dev.type == "cuda":
             dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -169,6 +180,7 @@ def load_tokenizer(path: str, **kw: Any) -> Any:
 def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a spec, placed and cast as chosen."""
     placement = choose_placement(device, dtype)
+    dist.setup(placement.device)  # under a launcher: join the process group (gloo on CPU, nccl on GPU)
     path, kw = resolve_spec(spec)
     is_local = Path(path).exists()
     try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import yaml
 
 from gradual import __version__
+from gradual import distributed as dist
 from gradual.atomic import write_json, write_text
 from gradual.config import RunConfig, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
@@ -137,20 +138,23 @@ class Pipeline:
         from gradual.probe import load_probe, probe, save_probe
 
         path = self.out / "probe" / f"{name}.jsonl"
-        if path.exists():
-            return load_probe(path)
+        # Main reads a finished probe and hands it to every rank: all follow the same stage plans.
+        done = dist.on_main(lambda: load_probe(path) if path.exists() else None)
+        if done is not None:
+            return done
         # The noise control (probe.repeat) measures chance flips once, on the base model's train probe;
         # repeating every re-probe would multiply their cost and no figure reads it.
         cfg = self.cfg.probe if name == "base_train" else dataclasses.replace(self.cfg.probe, repeat=0)
         result = probe(lm, items, exemplars, cfg, progress=self.progress, desc=f"probe {name}")
-        save_probe(result, path)
-        if stage is not None:
-            from gradual.metrics import category_counts
-            from gradual.train import log_to_trackers
+        if dist.is_main():  # every rank holds the gathered result; one writes it
+            save_probe(result, path)
+            if stage is not None:
+                from gradual.metrics import category_counts
+                from gradual.train import log_to_trackers
 
-            counts = category_counts(result.categories())
-            log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", "probe",
-                            {f"probe_{cat}": n for cat, n in counts.items()}, step=stage)
+                counts = category_counts(result.categories())
+                log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", "probe",
+                                {f"probe_{cat}": n for cat, n in counts.items()}, step=stage)
         return result
 
     # -- run -------------------------------------------------------------------------------
@@ -161,6 +165,11 @@ class Pipeline:
         data = load_run_data(cfg)
         if len(data.train) == 0:
             raise UserError(f"{data.source}: the train split is empty")
+        # A launch that cannot work fails here, on every rank alike, before any model loads.
+        dist.check_shardable(len(data.train), f"{data.source}: the train split")
+        if data.test:
+            dist.check_shardable(len(data.test), f"{data.source}: the test split")
+        dist.per_process_batch(cfg.train.batch_size, cfg.train.grad_accum)
         from gradual.models import load_model
 
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
@@ -194,8 +203,9 @@ class Pipeline:
 
         sdir = self.out / "stages" / f"stage{k}"
         done = sdir / "record.json"  # the pipeline's record; train_stage writes its own stage.json
-        if done.exists():
-            return json.loads(done.read_text(encoding="utf-8"))
+        finished = dist.on_main(lambda: json.loads(done.read_text(encoding="utf-8")) if done.exists() else None)
+        if finished is not None:
+            return finished  # type: ignore[no-any-return]
         composition = _composition(plan.items, cats)
         record: dict[str, Any] = {"name": plan.name, "stage": k, "n_train": len(plan.items), "n_replay": 0,
                                   "composition": composition, "best_epoch": None, "dev_accuracy": None,
@@ -213,9 +223,10 @@ class Pipeline:
             record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
                           wall_s=round(res.wall_s, 2))
             del lm, res
-        else:
+        elif dist.is_main():
             sdir.mkdir(parents=True, exist_ok=True)
-        write_json(done, record)
+        if dist.is_main():
+            write_json(done, record)
         return record
 
     def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
@@ -224,24 +235,25 @@ class Pipeline:
         from gradual.summary import build_summary
 
         eval_path = self.out / "eval" / "test.json"
-        if eval_path.exists():
-            ev = json.loads(eval_path.read_text(encoding="utf-8"))
-        else:
+        ev = dist.on_main(lambda: json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.exists() else None)
+        if ev is None:
             t_eval = time.perf_counter()
             res = evaluate_items(lm, data.test, base_test.categories(), chat=self.cfg.train.chat,
                                  progress=self.progress)
             from gradual.atomic import write_jsonl
 
-            write_jsonl(self.out / "eval" / "test.predictions.jsonl", res.predictions)
             ev = {"accuracy": res.accuracy, "n": res.n, "by_category": res.by_category,
                   "hallucination_rate": res.hallucination_rate, "wall_s": round(time.perf_counter() - t_eval, 3)}
-            write_json(eval_path, ev)
+            if dist.is_main():
+                write_jsonl(self.out / "eval" / "test.predictions.jsonl", res.predictions)
+                write_json(eval_path, ev)
         summary = build_summary(
             strategy=self.cfg.strategy, model=self.cfg.model,
             fingerprint=(base_train.summary.get("model") or {}).get("fingerprint"), seed=self.cfg.seed,
             data=data.source, stages=stage_records, history=history, test_eval=ev,
             noise=base_train.summary.get("noise") or {}, wall=self._wall(history, stage_records, ev))
-        write_json(self.out / "summary.json", summary)
+        if dist.is_main():
+            write_json(self.out / "summary.json", summary)
         return summary
 
     def _wall(self, history: list[dict[str, str]], stage_records: list[dict[str, Any]],
@@ -284,6 +296,8 @@ def _composition(items: Sequence[Item], cats: Mapping[str, str]) -> dict[str, in
 
 
 def _say(msg: str) -> None:
+    if not dist.is_main():  # one voice under a multi-process launch
+        return
     from rich.console import Console
 
     Console(stderr=True).print(f"[cyan]gradual[/] {msg}", highlight=False)
@@ -302,11 +316,17 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
     summary_path = out_dir / "summary.json"
     if resume and summary_path.exists():
         return json.loads(summary_path.read_text(encoding="utf-8"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / "config.yaml").exists():
-        write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
-    summary = Pipeline(cfg, out_dir, progress=progress, command=command).run()
-    from gradual.report import write_report
+    # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.
+    dist.setup(cfg.device)
+    dist.barrier()
+    if dist.is_main():  # only the main process writes the run folder
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (out_dir / "config.yaml").exists():
+            write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
+    summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run()
+    if dist.is_main():
+        from gradual.report import write_report
 
-    write_report(out_dir)
+        write_report(out_dir)
+    dist.barrier()  # the run folder is complete when any rank returns
     return summary

@@ -14,9 +14,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gradual.distributed import is_main
 from gradual.errors import UserError
 
-console = Console()
+# Tables and messages come from the main process only under a multi-process launch.
+console = Console(quiet=not is_main())
 
 
 def parse_strategies(text: str) -> list[str]:

@@ -12,7 +12,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-console = Console()
+from gradual.distributed import is_main
+
+# Tables and messages come from the main process only under a multi-process launch.
+console = Console(quiet=not is_main())
 
 
 def eval_command(

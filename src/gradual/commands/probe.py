@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gradual.config import ProbeConfig
+from gradual.distributed import is_main
 
-console = Console()
+# Tables and messages come from the main process only under a multi-process launch.
+console = Console(quiet=not is_main())
 _D = ProbeConfig()
 
 
@@ -79,6 +81,9 @@ def probe_cmd(
         pool = read_items(exemplars)
     if limit:
         items = items[:limit]
+    from gradual.distributed import check_shardable
+
+    check_shardable(len(items), "--data")  # a launch with more processes than items fails before loading
 
     if cfg.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is loaded here
         from gradual.probe.backends import vllm_model
@@ -89,7 +94,8 @@ def probe_cmd(
     console.print(f"[dim]model {model} on {lm.placement.reason}; {len(items)} items, estimator {cfg.estimator}, "
                   f"exemplars: {'the probed items' if pool is None else f'{len(pool)} items'}[/]")
     result = probe(lm, items, pool, cfg, progress=not quiet)
-    save_probe(result, out)
+    if is_main():  # every rank holds the gathered result; one writes it
+        save_probe(result, out)
 
     s = result.summary
     table = Table("category", "items", "share", title=f"probe: {len(items)} items")

@@ -16,10 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from gradual.config import Stage2Config, TrainConfig, range_errors
+from gradual.distributed import is_main
 from gradual.errors import UserError
 from gradual.train.trackers import report_to_errors
 
-console = Console()
+# Tables and messages come from the main process only under a multi-process launch.
+console = Console(quiet=not is_main())
 _D = TrainConfig()
 
 
@@ -66,6 +68,9 @@ def train(
     from gradual.model_spec import check_model_spec
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
+    from gradual.distributed import per_process_batch
+
+    per_process_batch(batch_size, grad_accum, "--batch-size")  # the global batch must split across the processes
     train_items = read_items(data)
     dev_items = read_items(dev) if dev is not None else []
     replay_items = read_items(replay) if replay is not None else []

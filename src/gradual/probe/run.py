@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from gradual.answers import SCORER_VERSION, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
+from gradual import distributed as dist
 from gradual.config import ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
@@ -153,14 +154,17 @@ class _Evidence:
 
 
 def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig, seed: int,
-          advance: Callable[[float], None]) -> list[ProbeRow]:
+          advance: Callable[[float], None], only: Sequence[Item] | None = None) -> list[ProbeRow]:
     """Probe every item once with exemplar seed `seed`.
 
     Prompts go slot by slot (every undecided item's first exemplar set, then its second, ...), so an
     item leaves the work as soon as its category is settled (see RULES_EARLY_EXIT); with cfg.full
     every item uses all nex prompts and every prompt's samples or score, as the paper's protocol does.
+    `only`: probe just these items (a process's shard), with the exemplar sets drawn for all `items`.
     """
     assignment = assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed)
+    if only is not None:  # the sets above are those one process draws, whatever the shard
+        items = only
     ev: dict[str, _Evidence] = {it.id: _Evidence() for it in items}
     exact = cfg.estimator == "exact"
     # Under early exit a question is one sequence in the prompt pass and its samples are decoded in a
@@ -295,6 +299,9 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     validate_config(config)
     if not items:
         raise UserError("--data: no items to probe")
+    dist.check_shardable(len(items), "--data")
+    if config.backend != "hf":
+        dist.refuse(f"--backend {config.backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     t0 = time.perf_counter()
     pool = list(exemplars) if exemplars is not None else list(items)
     model = _model_info(lm)
@@ -310,10 +317,12 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     seeds = [config.seed + r for r in range(config.repeat + 1)]
     passes: list[list[ProbeRow]] = []
     cached, tokens, compute_s = 0, 0, 0.0
-    with _Progress(progress) as bar:
+    with _Progress(progress and dist.is_main()) as bar:
         for r, seed in enumerate(seeds):
             key = pcache.entry_key({**base_key, "seed": seed})
-            hit = pcache.load_entry(cdir, key) if cdir is not None else None
+            # The main process reads the cache and hands the entry to every rank: all take the same
+            # branch even where ranks on other nodes have their own (or no) cache folder.
+            hit = dist.on_main(lambda key=key: pcache.load_entry(cdir, key) if cdir is not None else None)
             if hit is not None and len(hit) == len(items):
                 passes.append([ProbeRow.from_dict(d) for d in hit])
                 cached += 1
@@ -324,10 +333,17 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
             label = desc if r == 0 else f"{desc} (repeat {r}/{config.repeat})"
             t1 = time.perf_counter()
             before = getattr(engine, "tokens_processed", 0)
-            rows = _pass(engine, items, pool, config, seed, bar.task(label, len(items)))
-            compute_s += time.perf_counter() - t1
-            tokens += getattr(engine, "tokens_processed", 0) - before
-            if cdir is not None:
+            mine = dist.shard(items)  # this process's items (all of them in one process)
+            advance = bar.task(label, len(items))  # main's shard stands for the whole pass on the bar
+            rows = _pass(engine, items, pool, config, seed,
+                         lambda n, a=advance, k=len(items) / len(mine): a(n * k), only=mine)
+            # Every rank's rows, in item order, on every rank; tokens add up across ranks and the pass
+            # lasts as long as its slowest rank.
+            rows = dist.gather(rows)
+            done = dist.all_gather((getattr(engine, "tokens_processed", 0) - before, time.perf_counter() - t1))
+            compute_s += max(s for _, s in done)
+            tokens += sum(t for t, _ in done)
+            if cdir is not None and dist.is_main():
                 pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
             passes.append(rows)
     main = passes[0]
@@ -384,6 +400,7 @@ def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int
         "seeds": seeds,
         "wall_s": round(wall, 3),
         "compute_s": round(compute_s, 3),
+        "processes": dist.world_size(),  # items were split across this many ranks (accelerate launch)
         "passes_computed": computed,
         "passes_cached": cached,
         "questions_per_s": round(n * computed / compute_s, 3) if compute_s > 0 else None,

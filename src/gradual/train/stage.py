@@ -30,6 +30,7 @@ and `merge_into_base` before training the next stage's fresh adapter on top.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -40,10 +41,11 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from gradual import distributed as dist
 from gradual.answers import is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
@@ -83,17 +85,25 @@ def dev_max_new_tokens(items: Sequence[Item], tokenizer: Any, fmt: FinetuneForma
 
 def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: FinetuneFormat,
                  autocast: torch.dtype | None = None, batch_size: int = 64) -> float:
-    """Greedy exact match (alias-aware) of `model` on `items` in the fine-tune format."""
+    """Greedy exact match (alias-aware) of `model` on `items` in the fine-tune format.
+
+    Under a multi-process launch every rank calls this (the Trainer evaluates on all of them): each
+    decodes its shard and the counts are summed, so every rank gets the same accuracy and takes
+    the same best-epoch and early-stopping decisions."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    prompts = [fmt.prompt(it.question, tokenizer) for it in items]
-    with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=dev_max_new_tokens(items, tokenizer, fmt),
-                                batch_size=batch_size)
+    mine = dist.shard(items)
+    prompts = [fmt.prompt(it.question, tokenizer) for it in mine]
+    max_new = dev_max_new_tokens(items, tokenizer, fmt)  # over every item: the same on every rank
+    preds: list[str] = []
+    if prompts:
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size)
     if was_training:
         model.train()
-    return sum(is_correct(p, it.answers) for p, it in zip(preds, items)) / len(items)
+    right = sum(dist.all_gather(sum(bool(is_correct(p, it.answers)) for p, it in zip(preds, mine))))
+    return right / len(items)
 
 
 def dev_subset(items: Sequence[Item], max_dev: int, seed: int) -> list[Item]:
@@ -164,6 +174,27 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+@contextlib.contextmanager
+def _trainer_scratch(out_dir: Path) -> Iterator[str]:
+    """The Trainer's output_dir for the epoch checkpoints. One process: a temporary folder. Several: one
+    folder every rank sees, inside the stage folder, because rank 0 saves the checkpoints and every rank
+    reloads the best one at the end (a per-rank temp folder would leave the others with the last epoch)."""
+    if not dist.is_distributed():
+        with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as tmp:
+            yield tmp
+        return
+    scratch = out_dir / ".trainer"
+    if dist.is_main():
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
+        scratch.mkdir(parents=True)
+    dist.barrier()
+    try:
+        yield str(scratch)
+    finally:
+        if dist.is_main():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config: TrainConfig, out_dir: Path, *,
                 replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage") -> StageResult:
     """Fine-tune `lm.model` on `train_items` (+ replay), keep the best dev epoch, write the stage folder."""
@@ -174,9 +205,13 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     if not train_items:
         raise ValueError(f"{name}: no training items")
     check_report_to(config.report_to, "train.report_to")  # before the model is touched
+    # The global batch stays batch_size x grad_accum however many processes share it.
+    per_device, accum = dist.per_process_batch(config.batch_size, config.grad_accum)
+    progress = progress and dist.is_main()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
     tok = lm.tokenizer
     fmt = FinetuneFormat(chat=config.chat)
     replay = sample_replay(replay_items, config.replay_ratio, len(train_items), config.seed,
@@ -207,14 +242,16 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
 
     rows = [encode_item(it, tok, fmt) for it in [*train_items, *replay]]
     dataset = EncodedDataset(rows)
-    write_jsonl(out_dir / "train_items.jsonl",
-                [{**it.to_dict(), "replay": False} for it in train_items] + [{**it.to_dict(), "replay": True} for it in replay])
+    if dist.is_main():
+        write_jsonl(out_dir / "train_items.jsonl", [{**it.to_dict(), "replay": False} for it in train_items]
+                    + [{**it.to_dict(), "replay": True} for it in replay])
 
     def metrics_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> list[dict[str, Any]]:
         return [{"stage": name, **r, "best": r["epoch"] == best, "selection": selection} for r in done_rows]
 
     def write_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> None:
-        write_jsonl(out_dir / "metrics.jsonl", metrics_rows(done_rows, best))
+        if dist.is_main():
+            write_jsonl(out_dir / "metrics.jsonl", metrics_rows(done_rows, best))
 
     bar = rich_progress(name) if progress else None
     monitor = EpochMonitor(selecting=selecting, n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
@@ -226,10 +263,15 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     device = next(model.parameters()).device
     report_to = parse_report_to(config.report_to)
-    with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as scratch:
+    with _trainer_scratch(out_dir) as scratch:
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+            per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
+            # Several CPU processes: DDP over gloo (the group gradual.models already joined).
+            ddp_backend="gloo" if device.type == "cpu" and dist.is_distributed() else None,
+            # Every trainable weight (LoRA on all linear layers, or the whole model) takes part in each
+            # forward: DDP's search for unused ones would only cost an extra graph walk per step.
+            ddp_find_unused_parameters=False,
             weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=config.seed,
             data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
             fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
@@ -243,7 +285,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
             save_only_model=not _sharded_launch(), save_total_limit=1,
             report_to=report_to or "none", logging_dir=str(out_dir / "logs"), run_name=name,
-            disable_tqdm=True, log_level="error", dataloader_pin_memory=False, remove_unused_columns=False,
+            disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
             label_names=["labels"],
         )
         trainer = _stage_trainer_cls()(
@@ -289,6 +331,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
         _save_weights(model, tok, out_dir, config.lora)
         write_rows(monitor.rows, best_epoch)
         write_json(out_dir / "stage.json", _stage_record(result, config, name))
+    dist.barrier()  # the other ranks may read the saved weights next (gradual run merges them)
     return result
 
 
