@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradual.errors import UserError
+from gradual.train.compat import tensorboard_dir, training_args
 
 NONE = "none"
 # What to install for an integration whose pip name differs from its Trainer name.
@@ -80,16 +81,33 @@ def log_to_trackers(report_to: str, log_dir: Path, name: str, metrics: Mapping[s
     from transformers.trainer_callback import TrainerControl, TrainerState
 
     with tempfile.TemporaryDirectory(prefix="gradual-trackers-") as scratch:
-        args = TrainingArguments(output_dir=scratch, report_to=names, logging_dir=str(log_dir), run_name=name)
+        args = TrainingArguments(output_dir=scratch, report_to=names, run_name=name,
+                                 **training_args(logging_dir=str(log_dir)))
         # One process logs, as in the Trainer (under accelerate launch every process runs the pipeline).
         # Read from the launcher's environment: asking `args` would set up devices and process groups.
         state = TrainerState(global_step=step, is_world_process_zero=os.environ.get("RANK", "0") == "0",
                              is_local_process_zero=os.environ.get("LOCAL_RANK", "0") == "0")
         control = TrainerControl()
-        callbacks: list[Any] = [cls() for cls in get_reporting_integration_callbacks(names)]
+        with tensorboard_dir(str(log_dir)):
+            callbacks: list[Any] = [cls() for cls in get_reporting_integration_callbacks(names)]
         for cb in callbacks:
             cb.on_log(args, state, control, logs=dict(metrics))
             cb.on_train_end(args, state, control)  # flushes and closes (TensorBoard writer, MLflow run)
+    end_runs(names)
 
 
-__all__ = ["check_report_to", "log_to_trackers", "parse_report_to", "report_to_errors"]
+def end_runs(names: list[str]) -> None:
+    """End the tracker runs a Trainer leaves open after `train()`.
+
+    W&B keeps its run open, and the next stage's Trainer would log into it with steps starting again
+    at 0, which W&B drops; ended, every stage gets its own run, named after the stage. (MLflow's
+    callback already ends the run it started; TensorBoard writes files.)
+    """
+    if "wandb" in names:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+__all__ = ["check_report_to", "end_runs", "log_to_trackers", "parse_report_to", "report_to_errors"]
