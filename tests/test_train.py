@@ -345,3 +345,25 @@ def test_cli_report_to_not_installed_exits_2(tmp_path: Path, sample_items: list[
         assert exc.value.code == 2
         assert "--report-to: wandb is not installed (pip install wandb)" in capsys.readouterr().err
     assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()  # nothing started
+
+
+def test_run_reports_stages_and_probe_counts_to_tensorboard(tmp_path: Path, tiny_model_dir: Path,
+                                                           sample_items: list[dict]) -> None:
+    from tests.test_pipeline import _config, _dataset, _env, _gradual
+
+    data = _dataset(tmp_path / "data", sample_items)
+    cfg = _config(tmp_path, tiny_model_dir, data)  # strategy "all": one stage
+    out = tmp_path / "run"
+    res = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--report-to", "tensorboard",
+                   env=_env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    probe = _scalars(out / "logs" / "probe")
+    for cat in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"):  # the train split's counts per stage
+        assert probe[f"train/probe_{cat}"] == [(c["stage"], float(c["counts"][cat])) for c in summary["categories"]]
+    rows = [json.loads(x) for x in (out / "stages" / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    dev = _scalars(out / "stages" / "stage1" / "logs")["eval/dev_accuracy"]
+    assert dev == [(r["step"], pytest.approx(r["dev_accuracy"])) for r in rows]
+    # Where a run reports is not part of what it computes: resuming without the flag is allowed.
+    again = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--resume", env=_env(tmp_path))
+    assert again.returncode == 0, again.stderr

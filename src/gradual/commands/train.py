@@ -18,7 +18,7 @@ from rich.table import Table
 from gradual.config import Stage2Config, TrainConfig, range_errors
 from gradual.distributed import is_main
 from gradual.errors import UserError
-from gradual.train.trackers import report_to_errors
+from gradual.train.trackers import parse_report_to, report_to_errors
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
@@ -97,6 +97,8 @@ def train(
     console.print(f"best epoch {res.best_epoch}{acc}{stop} ({res.note}); {res.n_train} items + {res.n_replay} replay; "
                   f"{res.precision}; {res.wall_s:.1f}s")
     console.print(f"wrote {out / ('adapter' if lora else 'model')}, {out / 'metrics.jsonl'}, {out / 'train_items.jsonl'}")
+    if "tensorboard" in parse_report_to(report_to):
+        console.print(f"tensorboard: tensorboard --logdir {out / 'logs'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -53,9 +53,10 @@ from gradual.data.items import Item
 from gradual.generate import greedy_generate
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
+from gradual.train.compat import tensorboard_dir, training_args
 from gradual.train.data import Collator, EncodedDataset, encode_item, sample_replay
 from gradual.train.precision import choose_precision
-from gradual.train.trackers import check_report_to, parse_report_to
+from gradual.train.trackers import check_report_to, end_runs, parse_report_to
 
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
 
@@ -272,11 +273,13 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             # Every trainable weight (LoRA on all linear layers, or the whole model) takes part in each
             # forward: DDP's search for unused ones would only cost an extra graph walk per step.
             ddp_find_unused_parameters=False,
-            weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=config.seed,
+            weight_decay=config.weight_decay, seed=config.seed,
             data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
             fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
-            # Batches of similar lengths: less padding. The sampler reads each example's input_ids.
-            group_by_length=True,
+            # Batches of similar lengths (less padding; the sampler reads each example's input_ids),
+            # and the warmup share, spelled as the installed transformers spells them.
+            **training_args(group_by_length=True, warmup_ratio=config.warmup_ratio,
+                            logging_dir=str(out_dir / "logs")),
             eval_strategy="epoch", logging_strategy="epoch",
             # The best epoch: a checkpoint per epoch in the scratch folder (LoRA: only the adapter),
             # the best one reloaded at the end. save_total_limit 1 keeps at most the best and the
@@ -284,16 +287,17 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             save_strategy="epoch" if selecting else "no", load_best_model_at_end=selecting,
             metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
             save_only_model=not _sharded_launch(), save_total_limit=1,
-            report_to=report_to or "none", logging_dir=str(out_dir / "logs"), run_name=name,
+            report_to=report_to or "none", run_name=name,
             disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
             label_names=["labels"],
         )
-        trainer = _stage_trainer_cls()(
-            model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
-            data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
-                                   slice_logits=_supports_logits_to_keep(model)),
-            processing_class=tok, callbacks=callbacks,
-        )
+        with tensorboard_dir(str(out_dir / "logs")):
+            trainer = _stage_trainer_cls()(
+                model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
+                data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
+                                       slice_logits=_supports_logits_to_keep(model)),
+                processing_class=tok, callbacks=callbacks,
+            )
         # disable_tqdm swaps the Trainer's tqdm bar for PrinterCallback, which prints every raw log
         # dict; progress is drawn by our rich bar instead.
         trainer.remove_callback(PrinterCallback)
@@ -307,6 +311,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
         finally:
             if bar is not None:
                 bar.close()  # an exception skips on_train_end; never leave a live bar behind
+            end_runs(report_to)
         is_main = trainer.is_world_process_zero()
         best_step = trainer.state.best_global_step
         del trainer  # frees the optimizer state
