@@ -33,7 +33,10 @@ def compare_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tmp = tmp_path_factory.mktemp("compare")
     cfg = tmp / "c.yaml"
-    cfg.write_text("model: tiny\n")
+    model = tmp / "tiny-model"  # checked before any run starts; the fake pipeline never loads it
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg.write_text(f"model: {model}\n")
     out = tmp / "cmp"
     write_report(write_run(out / "runs" / "gradual-seed0", make_summary("gradual", 0)))  # a run report to link to
     with pytest.MonkeyPatch.context() as mp:
