@@ -315,6 +315,11 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
     _check_run_dir(out_dir, cfg, resume)
     summary_path = out_dir / "summary.json"
     if resume and summary_path.exists():
+        if dist.is_main() and not (out_dir / "report.html").exists():  # killed between summary and report
+            from gradual.report import write_report
+
+            write_report(out_dir)
+        dist.barrier()
         return json.loads(summary_path.read_text(encoding="utf-8"))
     # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.
     dist.setup(cfg.device)
