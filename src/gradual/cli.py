@@ -80,18 +80,37 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        try:
-            from click.exceptions import Abort, ClickException
-        except ModuleNotFoundError:  # typer >= 0.20 vendors click as typer._click
-            from typer import Abort
-            from typer._click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
+        click_errors, aborts = _click_exception_types()
+        if isinstance(exc, click_errors):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, Abort):
+        if isinstance(exc, aborts):
             sys.exit(130)
         raise
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage-error and abort classes of the click typer runs on: typer >= 0.20 vendors click as
+    typer._click, and a separately installed click (another tool's dependency) has its own classes,
+    so both are checked."""
+    errors: list[type] = []
+    aborts: list[type] = []
+    try:
+        from typer import Abort as VendoredAbort
+        from typer._click.exceptions import ClickException as VendoredError
+
+        errors.append(VendoredError)
+        aborts.append(VendoredAbort)
+    except ModuleNotFoundError:
+        pass
+    try:
+        from click.exceptions import Abort, ClickException
+
+        errors.append(ClickException)
+        aborts.append(Abort)
+    except ModuleNotFoundError:
+        pass
+    return tuple(errors), tuple(aborts)
 
 
 if __name__ == "__main__":

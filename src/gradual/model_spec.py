@@ -52,18 +52,22 @@ def hub_reachable(endpoint: str, timeout: float = HUB_TIMEOUT_S) -> bool:
     """One HEAD request to the hub endpoint through the configured proxies; any HTTP answer counts.
 
     Runs in a daemon thread joined with a deadline because a DNS lookup is not bound by the socket
-    timeout (a broken resolver can hang for tens of seconds).
+    timeout (a broken resolver can hang for tens of seconds). Plain urllib rather than the hub's own
+    session: huggingface_hub moved from requests to httpx (1.0), and urllib reads the same proxy
+    variables (HTTPS_PROXY, NO_PROXY) on every version.
     """
-    import requests
-    from huggingface_hub.utils import get_session
+    import urllib.error
+    import urllib.request
 
     answered: list[bool] = []
 
     def attempt() -> None:
         try:
-            get_session().head(endpoint, timeout=timeout, allow_redirects=False)
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
             answered.append(True)
-        except (requests.RequestException, OSError):
+        except urllib.error.HTTPError:
+            answered.append(True)  # an error page is an answer: the hub is there
+        except (urllib.error.URLError, OSError, ValueError):
             answered.append(False)
 
     worker = threading.Thread(target=attempt, name="gradual-hub-probe", daemon=True)

@@ -152,7 +152,11 @@ def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def _from_pretrained(path: str, dtype: torch.dtype, kw: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM  # imported late: a bad spec fails before this cost
+    from transformers.utils import logging as hf_logging
 
+    # transformers 5 draws a tqdm "Loading weights" bar per load; our output is rich and a load of a
+    # small model takes seconds, so the bar is only noise between our lines.
+    hf_logging.disable_progress_bar()
     return load_tokenizer(path, **kw), AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
 
 
