@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     cs, ce, cs2 = sample.categories(), exact.categories(), sample2.categories()
     agreement = sum(cs[i] == ce[i] for i in cs) / len(cs)
     noise = sum(cs[i] == cs2[i] for i in cs) / len(cs)
-    useful = useful_tokens(lm, items, dev, exact_cfg, {r.id: r.greedy_answers for r in exact.rows})
+    # --full's greedy answers: one per prompt and never cut short (early exit records fewer prompts and
+    # cuts answers that can no longer be right), so "useful" counts the whole share-nothing work.
+    useful = useful_tokens(lm, items, dev, exact_cfg, {r.id: r.greedy_answers for r in exact_full.rows})
     efficiency = (useful / exact_s) / tps
     console.print(f"counts sample {sample.counts()}  exact {exact.counts()}  sample seed+1 {sample2.counts()}")
     console.print(f"raw forward {tps:.0f} tok/s; exact useful tokens {useful} -> {useful / exact_s:.0f} tok/s; "

@@ -478,3 +478,24 @@ def test_real_model_early_exit_keeps_categories(estimator: str) -> None:
         assert early.categories() == full.categories(), (seed, early.counts(), full.counts())
         assert len(set(full.categories().values())) >= 2  # a meaningful mix, not one category
         assert early.summary["tokens_processed"] < full.summary["tokens_processed"]
+
+
+def test_cut_greedy_answers_are_wrong_whatever_follows() -> None:
+    """can_still_match never gives up on a text one of whose continuations is_correct accepts: every
+    prefix of a correct prediction can still match (so cutting a greedy answer keeps its correctness)."""
+    from gradual.answers import is_correct
+    from gradual.probe.engine import answer_skeleton, can_still_match
+
+    cases = [
+        ("Côte d'Ivoire", ["Cote d'Ivoire"]), ("the Gambia", ["Gambia"]), ("Gambia, The", ["The Gambia"]),
+        ("Republic of Congo", ["Republic of the Congo"]), ("U.S.A.", ["USA"]), ("O'Brien", ["OBrien"]),
+        ("Guinea-Bissau", ["Guinea Bissau"]), ("ΟΔΟΣ", ["οδος"]), ("Washington, D.C.", ["Washington DC"]),
+        ("An Najaf", ["Najaf"]), ("São Tomé.", ["Sao Tome"]),
+    ]
+    for pred, answers in cases:
+        assert is_correct(pred, answers), pred
+        keys = [answer_skeleton(a) for a in answers]
+        for i in range(len(pred) + 1):
+            assert can_still_match(pred[:i], keys), (pred, pred[:i])
+    assert not can_still_match("Lyon", [answer_skeleton("Paris")])
+    assert not can_still_match("Berlin", [answer_skeleton("Bern")])

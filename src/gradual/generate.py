@@ -25,9 +25,14 @@ SANITY_EXEMPLARS = (
 
 @torch.no_grad()
 def greedy_generate(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 32
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 32,
+    answers: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
-    """Greedy continuations of `prompts`, each cut at the first newline."""
+    """Greedy continuations of `prompts`, each cut at the first newline.
+
+    `answers` (per prompt, its accepted answers; for callers that only need right or wrong, as the dev
+    check): a row also stops once its text can no longer match any of them (a truncated, wrong text)."""
+    from gradual.probe.engine import answer_skeleton, can_still_match
     device = next(model.parameters()).device
     stop_ids = {i for tok, i in tokenizer.get_vocab().items() if STOP in tokenizer.convert_tokens_to_string([tok])}
     if tokenizer.eos_token_id is not None:
@@ -37,6 +42,7 @@ def greedy_generate(
     out: list[str] = []
     # Longest first keeps padding low inside a batch; results are restored to input order.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    keys = [[answer_skeleton(a) for a in ans] for ans in answers] if answers is not None else []
     results: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -62,6 +68,12 @@ def greedy_generate(
                 if not done[r]:
                     gen[r].append(int(nxt[r]))
             done |= torch.isin(nxt, stop)
+            if answers is not None:  # wrong whatever follows: decoding on would only cost steps
+                live = [r for r in range(len(enc)) if not done[r]]
+                texts = tokenizer.batch_decode([gen[r] for r in live], skip_special_tokens=True)
+                for r, text in zip(live, texts):
+                    if not can_still_match(text, keys[idx[r]]):
+                        done[r] = True
             if bool(done.all()):
                 break
             cur_ids = nxt[:, None]

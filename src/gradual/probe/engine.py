@@ -47,6 +47,7 @@ teacher-forcing pass for answers the model cannot reach.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -61,6 +62,35 @@ from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cach
 # Bound on the error: p_seen = 1 - prod_i (1 - p_i)^samples moves by at most nex * samples * SCORE_EPS
 # (1.6e-4 with the paper's protocol), far below the 0.5 threshold's resolution.
 SCORE_EPS = 1e-6
+
+# Appended to a greedy answer cut short because it could no longer match any accepted answer.
+CUT_MARK = "…"
+_ARTICLE_LETTERS = frozenset("anthe")  # every letter of "a", "an", "the"
+
+
+def answer_skeleton(text: str) -> str:
+    """Accent-folded, case-folded letters and digits of `text`, without the letters a, n, t, h, e.
+
+    Conservative by construction for gradual.answers.is_correct: both of its normalizations only fold
+    accents and case, drop punctuation and white space (which this drops too) and delete whole
+    articles "a"/"an"/"the" (whose letters this drops everywhere). So a correct prediction has the
+    same skeleton as one of its accepted answers, and every prefix of its text has a skeleton that
+    is a prefix of that one. Case folding, not lower(): it maps every char on its own (lower() turns
+    a final sigma into a different letter than a medial one)."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(ch):
+            continue
+        for c in unicodedata.normalize("NFKD", ch.casefold()):
+            if c.isalnum() and not unicodedata.combining(c) and c not in _ARTICLE_LETTERS:
+                out.append(c)
+    return "".join(out)
+
+
+def can_still_match(partial: str, skeletons: Sequence[str]) -> bool:
+    """False only when no continuation of `partial` can be a correct answer (see answer_skeleton)."""
+    key = answer_skeleton(partial)
+    return any(s.startswith(key) for s in skeletons)
 
 
 Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
@@ -200,8 +230,13 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class HFEngine:
     """ProbeEngine over any Hugging Face causal LM (already placed on its device and dtype)."""
 
+    # run() takes `answers` and cuts greedy answers that can no longer be right (probe.run passes them
+    # only to engines that say so: other backends and test doubles keep the narrow interface).
+    cuts_wrong_greedy = True
+
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64, max_new_tokens: int = 12,
-                 prefix_cache_size: int = 64, compact_at: float = 0.25, grouped_attention: bool | None = None) -> None:
+                 prefix_cache_size: int = 64, compact_at: float = 0.25, grouped_attention: bool | None = None,
+                 bucket_cost: int = 256) -> None:
         self.model, self.tok = model, tokenizer
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = next(model.parameters()).device
@@ -218,6 +253,9 @@ class HFEngine:
         self.grouped_attention = grouped_attention
         self.tokens_processed = 0  # running total, for the benchmark's efficiency figure
         self.forward_calls = 0
+        # Padding in the prompt passes: suffix tokens the rows need vs tokens run (benchmark figures).
+        self.prompt_tokens_real = self.prompt_tokens_run = 0
+        self.bucket_cost = bucket_cost  # tokens one more prompt batch is worth (see _buckets)
 
     # -- tokenization -----------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -304,7 +342,10 @@ class HFEngine:
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
         sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
         temperature: float = 1.0, top_k: int = 0, select: Select | None = None,
+        answers: Sequence[Sequence[str]] | None = None,
     ) -> RunOutput:
+        """See the module docstring. `answers` (per suffix, its accepted answers): a greedy answer is cut
+        as soon as it can no longer match any of them (see can_still_match), ending in CUT_MARK."""
         out = RunOutput()
         if not suffixes:
             return out
@@ -312,50 +353,65 @@ class HFEngine:
         n_q = len(suffixes)
         if samples and sample_keys is None:
             sample_keys = list(range(n_q))
-        logits, cache_layers, mask, ends = self._prompt_pass(prefix, suffixes)
+        keys = [[answer_skeleton(a) for a in ans] for ans in answers] if answers is not None and greedy else None
+        enc, kv = self._plan(prefix, suffixes)
+        # Each length bucket is its own batch: prompt pass, then decode and score on its cache.
+        passes = [(rows, self._run_rows([enc[r] for r in rows], [kv[r] for r in rows]))
+                  for rows in self._buckets([len(e) for e in enc])]
         chosen = list(range(n_q))
         if select is not None and greedy:
             # Two phases on the same prompt cache: greedy answers first, then samples and scores only
             # for the suffixes that still need them (decoding samples is ~16x the greedy work).
-            texts = self._decode(logits, cache_layers, mask, ends, [(q, None) for q in range(n_q)],
-                                 temperature, top_k)
+            texts = [""] * n_q
+            for rows, (logits, layers, mask, ends) in passes:
+                got = self._decode(logits, layers, mask, ends, [(i, None) for i in range(len(rows))],
+                                   temperature, top_k, None if keys is None else [keys[q] for q in rows])
+                for q, t in zip(rows, got):
+                    texts[q] = t
             out.greedy = texts
             flags = list(select(texts))
             chosen = [q for q in range(n_q) if flags[q]]
             if samples:
                 out.samples = [[] for _ in range(n_q)]
                 step = max(1, self.batch_size // samples)
-                for start in range(0, len(chosen), step):
-                    part = chosen[start: start + step]
-                    rows = [(q, row_key(int(sample_keys[q]), j)) for q in part for j in range(samples)]  # type: ignore[index]
-                    got = self._decode(logits, cache_layers, mask, ends, rows, temperature, top_k)
-                    for i, q in enumerate(part):
-                        out.samples[q] = got[i * samples: (i + 1) * samples]
+                for rows, (logits, layers, mask, ends) in passes:
+                    local = [i for i, q in enumerate(rows) if flags[q]]
+                    for start in range(0, len(local), step):
+                        part = local[start: start + step]
+                        drows = [(i, row_key(int(sample_keys[rows[i]]), j)) for i in part for j in range(samples)]  # type: ignore[index]
+                        got = self._decode(logits, layers, mask, ends, drows, temperature, top_k)
+                        for m, i in enumerate(part):
+                            out.samples[rows[i]] = got[m * samples: (m + 1) * samples]
         elif greedy or samples:
-            rows = [(q, None if j < 0 else row_key(int(sample_keys[q]), j))  # type: ignore[index]
-                    for q in range(n_q) for j in ([-1] if greedy else []) + list(range(samples))]
-            texts = self._decode(logits, cache_layers, mask, ends, rows, temperature, top_k)
             per = int(greedy) + samples
-            if greedy:
-                out.greedy = [texts[q * per] for q in range(n_q)]
-            if samples:
-                out.samples = [texts[q * per + int(greedy): (q + 1) * per] for q in range(n_q)]
+            greedy_out: list[str] = [""] * n_q
+            samples_out: list[list[str]] = [[] for _ in range(n_q)]
+            for rows, (logits, layers, mask, ends) in passes:
+                drows = [(i, None if j < 0 else row_key(int(sample_keys[rows[i]]), j))  # type: ignore[index]
+                         for i in range(len(rows)) for j in ([-1] if greedy else []) + list(range(samples))]
+                row_keys = None if keys is None else [keys[rows[i]] if k is None else None for i, k in drows]
+                texts = self._decode(logits, layers, mask, ends, drows, temperature, top_k, row_keys)
+                for i, q in enumerate(rows):
+                    greedy_out[q] = texts[i * per] if greedy else ""
+                    samples_out[q] = texts[i * per + int(greedy): (i + 1) * per]
+            out.greedy = greedy_out if greedy else None
+            out.samples = samples_out if samples else None
         if continuations is not None:
             wanted = set(chosen)
-            scores = self._score(logits, cache_layers, mask, ends,
-                                 [c if q in wanted else [] for q, c in enumerate(continuations)], temperature, top_k)
-            out.scores = [sc if q in wanted else None for q, sc in enumerate(scores)]
+            scores: list[float | None] = [None] * n_q
+            for rows, (logits, layers, mask, ends) in passes:
+                got_s = self._score(logits, layers, mask, ends,
+                                    [continuations[q] if q in wanted else [] for q in rows], temperature, top_k)
+                for q, sc in zip(rows, got_s):
+                    scores[q] = sc if q in wanted else None
+            out.scores = scores
         out.tokens_processed = self.tokens_processed - before
         return out
 
     # -- the passes ----------------------------------------------------------------------------
-    def _prompt_pass(self, prefix: Prefixes, suffixes: Sequence[str]):
-        """Run each suffix after its prefix. Returns last-token logits [B, V] (model dtype), the cache
-        layers, the attention mask [B, columns] and each row's next position.
-
-        Column layout of row r: [padding | prefix_r KV | padding | suffix_r]. Rows may have different
-        prefixes (several exemplar sets in one batch); a prefix's KV is computed once and copied into
-        its rows, right-aligned; padding is masked and positions skip it."""
+    def _plan(self, prefix: Prefixes, suffixes: Sequence[str]) -> tuple[list[list[int]], list[tuple[int, Any]]]:
+        """Tokenize, choose each row's shared prefix (exemplars + the opening its group shares) and make
+        sure its KV is cached. Returns per row the suffix tokens still to run and (prefix length, KV)."""
         prefixes = [prefix] * len(suffixes) if isinstance(prefix, str) else list(prefix)
         if len(prefixes) != len(suffixes):
             raise ValueError("one prefix per suffix")
@@ -365,8 +421,6 @@ class HFEngine:
         groups: dict[str, list[int]] = {}
         for r, pf in enumerate(prefixes):
             groups.setdefault(pf, []).append(r)
-        plen = [0] * len(enc)
-        group_kv: list[tuple[list[int], int, Any]] = []
         plans: list[tuple[str, list[int], tuple[int, ...]]] = []
         missing: dict[tuple[str, tuple[int, ...]], None] = {}
         got: dict[tuple[str, tuple[int, ...]], tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
@@ -389,12 +443,65 @@ class HFEngine:
             plans.append((pf, rows, extra))
         if missing:
             got.update(self._prefixes_batch(list(missing)))
+        kv: list[tuple[int, Any]] = [(0, None)] * len(enc)
         for pf, rows, extra in plans:
-            n, layers = got[(pf, extra)] if (pf or extra) else (0, None)
+            entry = got[(pf, extra)] if (pf or extra) else (0, None)
             for r in rows:
-                enc[r], plen[r] = enc[r][len(extra):], n
-            group_kv.append((rows, n, layers))
+                enc[r], kv[r] = enc[r][len(extra):], entry
+        return enc, kv
+
+    def _buckets(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Rows split into groups of similar suffix length, each run as its own batch.
+
+        One batch pads every row to its longest suffix: a few rows whose group shares no opening
+        (a lone question under its exemplar set) made every row of a 256-row batch run ~3x its own
+        tokens. A split costs one more prompt forward and one more decode loop, counted as
+        `bucket_cost` tokens (the fixed per-call cost of reading the weights, ~8 decode steps);
+        an exact DP over the sorted lengths picks the cheapest split (at most 4 groups)."""
+        order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+        ls = [lengths[r] for r in order]
+        n, k_max, big = len(ls), 4, float("inf")
+        # best[k][j]: cheapest cost of the first j sorted rows in k groups (a group's cost: rows x its max)
+        best = [[big] * (n + 1) for _ in range(k_max + 1)]
+        cut = [[0] * (n + 1) for _ in range(k_max + 1)]
+        best[0][0] = 0.0
+        for k in range(1, k_max + 1):
+            for j in range(1, n + 1):
+                for i in range(k - 1, j):
+                    c = best[k - 1][i] + (j - i) * ls[j - 1]
+                    if c < best[k][j]:
+                        best[k][j], cut[k][j] = c, i
+        k = min(range(1, k_max + 1), key=lambda k: best[k][n] + (k - 1) * self.bucket_cost)
+        bounds, j = [], n
+        while k > 0:
+            i = cut[k][j]
+            bounds.append((i, j))
+            j, k = i, k - 1
+        return [sorted(order[i:j]) for i, j in reversed(bounds)]
+
+    def _prompt_pass(self, prefix: Prefixes, suffixes: Sequence[str]):
+        """Run each suffix after its prefix, in one batch (see _run_rows)."""
+        enc, kv = self._plan(prefix, suffixes)
+        return self._run_rows(enc, kv)
+
+    def _run_rows(self, enc: Sequence[list[int]], kv: Sequence[tuple[int, Any]]):
+        """One prompt forward over these rows. Returns last-token logits [B, V] (model dtype), the cache
+        layers, the attention mask [B, columns] and each row's next position.
+
+        Column layout of row r: [padding | prefix_r KV | padding | suffix_r]. Rows may have different
+        prefixes (several exemplar sets in one batch); a prefix's KV is computed once and copied into
+        its rows, right-aligned; padding is masked and positions skip it."""
+        plen = [n for n, _ in kv]
+        group_kv: list[tuple[list[int], int, Any]] = []
+        by_id: dict[int, int] = {}
+        for r, (n, layers) in enumerate(kv):
+            if id(layers) not in by_id:
+                by_id[id(layers)] = len(group_kv)
+                group_kv.append(([], n, layers))
+            group_kv[by_id[id(layers)]][0].append(r)
         b, p, s = len(enc), max(plen), max(len(e) for e in enc)
+        self.prompt_tokens_real += sum(len(e) for e in enc)
+        self.prompt_tokens_run += b * s
         ids = torch.full((b, s), self.pad_id, dtype=torch.long)
         mask = torch.ones((b, p + s), dtype=torch.long)
         pos = torch.zeros((b, s), dtype=torch.long)
@@ -473,8 +580,11 @@ class HFEngine:
         return [min(1.0, s) for s in scores]
 
     def _decode(self, logits, layers, mask, ends, rows: Sequence[tuple[int, int | None]], temperature: float,
-                top_k: int) -> list[str]:
-        """Decode one text per row; row = (question index, None for greedy or the sample's key)."""
+                top_k: int, targets: Sequence[list[str] | None] | None = None) -> list[str]:
+        """Decode one text per row; row = (question index, None for greedy or the sample's key).
+
+        `targets` (per row, the answer_skeleton of each accepted answer, or None): such a row stops as
+        soon as its text can no longer match any of them; its text then ends in CUT_MARK."""
         n = len(rows)
         src = torch.tensor([q for q, _ in rows], device=self.device)
         is_sample = torch.tensor([k is not None for _, k in rows], device=self.device)
@@ -493,6 +603,8 @@ class HFEngine:
         gen = torch.full((n, self.max_new_tokens), -1, dtype=torch.long, device=self.device)
         lengths = torch.zeros(n, dtype=torch.long, device=self.device)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        watch = [r for r in range(n) if targets is not None and targets[r] is not None]
+        cut: set[int] = set()
         for t in range(self.max_new_tokens):
             samp = is_sample[alive]
             nxt = cur_logits.argmax(-1)
@@ -503,6 +615,16 @@ class HFEngine:
             gen[alive[live], t] = nxt[live]
             lengths[alive[live]] += 1
             finished[alive[live & self.stop[nxt]]] = True
+            if watch:
+                # A greedy answer that can no longer become correct is wrong whatever follows: stop it.
+                check = [r for r in watch if not bool(finished[r])]
+                texts = self.tok.batch_decode([gen[r, : int(lengths[r])].tolist() for r in check],
+                                              skip_special_tokens=True)
+                dead = [r for r, text in zip(check, texts) if not can_still_match(text, targets[r])]  # type: ignore[index, arg-type]
+                if dead:
+                    finished[torch.tensor(dead, device=self.device)] = True
+                    cut.update(dead)
+                watch = [r for r in check if r not in cut]
             if t + 1 == self.max_new_tokens or bool(finished.all()):
                 break
             keep_rows = ~finished[alive]
@@ -516,4 +638,5 @@ class HFEngine:
             cur_logits = res.logits[:, -1, :]
             cur_pos = cur_pos + 1
         seqs = [gen[r, : int(lengths[r])].tolist() for r in range(n)]
-        return self.tok.batch_decode(seqs, skip_special_tokens=True)
+        texts = self.tok.batch_decode(seqs, skip_special_tokens=True)
+        return [text + CUT_MARK if r in cut else text for r, text in enumerate(texts)]
