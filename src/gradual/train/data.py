@@ -11,14 +11,13 @@ which reads each example's length from its `input_ids`.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from gradual.data.items import Item
+from gradual.data.items import Item, seeded_subset
 from gradual.prompts import FinetuneFormat
 
 IGNORE = -100
@@ -110,5 +109,4 @@ def sample_replay(pool: Sequence[Item], ratio: float, n_train: int, seed: int,
     k = min(replay_count(ratio, n_train), len(candidates))
     if k <= 0:
         return []
-    picked = set(random.Random(seed).sample(range(len(candidates)), k))
-    return [it for i, it in enumerate(candidates) if i in picked]  # pool order, for readable files
+    return seeded_subset(candidates, k, seed)  # pool order, for readable files

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import inspect
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -49,7 +48,7 @@ from gradual import distributed as dist
 from gradual.answers import is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
-from gradual.data.items import Item
+from gradual.data.items import Item, seeded_subset
 from gradual.generate import greedy_generate
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
@@ -100,7 +99,9 @@ def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: Finetun
     preds: list[str] = []
     if prompts:
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size)
+            # Only right or wrong counts here: rows that can no longer be right stop early.
+            preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,
+                                    answers=[it.answers for it in mine])
     if was_training:
         model.train()
     right = sum(dist.all_gather(sum(bool(is_correct(p, it.answers)) for p, it in zip(preds, mine))))
@@ -109,10 +110,7 @@ def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: Finetun
 
 def dev_subset(items: Sequence[Item], max_dev: int, seed: int) -> list[Item]:
     """A fixed subset of at most `max_dev` dev items (same every epoch, so epochs compare)."""
-    if len(items) <= max_dev:
-        return list(items)
-    keep = set(random.Random(seed).sample(range(len(items)), max_dev))
-    return [it for i, it in enumerate(items) if i in keep]
+    return seeded_subset(items, max_dev, seed)
 
 
 def merge_into_base(model: Any) -> Any:
