@@ -1,4 +1,5 @@
-"""The probe's model interface and its fast Hugging Face implementation.
+"""The probe's Hugging Face backend (HFEngine), and the contract every backend keeps (the interface
+itself is gradual.probe.protocol; the sampling maths gradual.probe.sampling).
 
 Run as: used by gradual.probe.run; `python benchmarks/probe_speed.py` measures it.
 
@@ -49,14 +50,18 @@ from __future__ import annotations
 
 import unicodedata
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from gradual.answers import PUNCTUATION
 from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cache, register_grouped_attention
+# The interface and the sampling maths live in their own modules (every backend shares them); they are
+# re-exported here because callers and tests reach them through the engine.
+from gradual.probe.protocol import Prefixes, ProbeEngine, RunOutput, Select  # noqa: F401
+from gradual.probe.sampling import (  # noqa: F401
+    draw, row_key, set_prob, tempered_topk, token_prob, uniforms,
+)
 
 # A continuation whose first token has probability below this is not teacher-forced (its p counts as 0).
 # Bound on the error: p_seen = 1 - prod_i (1 - p_i)^samples moves by at most nex * samples * SCORE_EPS
@@ -91,100 +96,6 @@ def can_still_match(partial: str, skeletons: Sequence[str]) -> bool:
     """False only when no continuation of `partial` can be a correct answer (see answer_skeleton)."""
     key = answer_skeleton(partial)
     return any(s.startswith(key) for s in skeletons)
-
-
-Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
-# Called with the greedy answers once decoded; says per suffix whether it still needs its samples and
-# its score (the probe's early exit: evidence that cannot change the category is never computed).
-Select = Callable[[list[str]], Sequence[bool]]
-
-
-@dataclass
-class RunOutput:
-    greedy: list[str] | None = None  # per suffix
-    samples: list[list[str]] | None = None  # per suffix, n texts ([] where `select` said no)
-    scores: list[float | None] | None = None  # per suffix (None where `select` said no)
-    tokens_processed: int = 0  # tokens actually run through the model (for the efficiency figure)
-
-
-class ProbeEngine(Protocol):
-    """The narrow interface the SliCK logic uses (see the module docstring)."""
-
-    def run(
-        self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
-        sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
-        temperature: float = 1.0, top_k: int = 0, select: Select | None = None,
-    ) -> RunOutput: ...
-
-    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]: ...
-
-    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
-               sample_keys: Sequence[int] | None = None) -> list[list[str]]: ...
-
-    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
-              temperature: float, top_k: int) -> list[float]: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# Randomness: counter-based, so a row's draws do not depend on which batch it landed in.
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
-
-
-def uniforms(keys: Sequence[int], steps: int) -> torch.Tensor:
-    """[len(keys), steps] uniforms in [0, 1): draw t of row r is a hash of (keys[r], t)."""
-    k = _splitmix64(np.asarray([int(x) & 0xFFFFFFFFFFFFFFFF for x in keys], dtype=np.uint64))
-    t = np.arange(steps, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = _splitmix64(k[:, None] ^ _splitmix64(t + np.uint64(0x5851F42D4C957F2D))[None, :])
-    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / float(1 << 53))
-
-
-def row_key(base: int, j: int) -> int:
-    """The key of sample j of a prompt whose key is `base`."""
-    return int(_splitmix64(np.asarray([(base ^ (j * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# The tempered top-k distribution: shared by the sampler and the scorer so they agree exactly.
-
-def tempered_topk(logits: torch.Tensor, temperature: float, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probs [N, k], token ids [N, k]) of softmax(logits / T) restricted to the k largest logits."""
-    v = logits.shape[-1]
-    if 0 < top_k < v:
-        # top-k on the model's own dtype (same order as on its fp32 copy), fp32 only for the k kept values
-        vals, idx = torch.topk(logits, top_k, dim=-1)
-    else:
-        vals, idx = logits, torch.arange(v, device=logits.device).expand_as(logits)
-    return torch.softmax(vals.float() / temperature, dim=-1), idx
-
-
-def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """Inverse-CDF draw of one token per row from the tempered top-k distribution."""
-    probs, idx = tempered_topk(logits, temperature, top_k)
-    cdf = probs.double().cumsum(-1)
-    pick = torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)).clamp(max=probs.shape[-1] - 1)
-    return idx.gather(-1, pick).squeeze(-1)
-
-
-def token_prob(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """q(tokens[r] | row r) under the tempered top-k distribution (0 outside the top k)."""
-    probs, idx = tempered_topk(logits, temperature, top_k)
-    return (probs * (idx == tokens.unsqueeze(-1))).sum(-1)
-
-
-def set_prob(logits: torch.Tensor, member: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """q(token in set | row) where `member` is a bool [vocab] mask."""
-    probs, idx = tempered_topk(logits, temperature, top_k)
-    return (probs * member[idx]).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gradual.answers import normalize
-from gradual.categories import CATEGORIES, HIGHLY, MAYBE, UNKNOWN, WEAKLY  # CATEGORIES re-exported
+from gradual.categories import CATEGORIES, HIGHLY, MAYBE, UNKNOWN, WEAKLY  # noqa: F401  (CATEGORIES re-exported)
 from gradual.data.items import Item
 from gradual.errors import UserError
 

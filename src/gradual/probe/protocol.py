@@ -1,0 +1,41 @@
+"""The narrow interface every probe backend implements (HF, vLLM): see gradual.probe.engine's module
+docstring for what greedy / sample / score return.
+
+Run as: imported by the probe (gradual.probe.run) and by each backend; no command of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one prefix per suffix
+# Called with the greedy answers once decoded; says per suffix whether it still needs its samples and
+# its score (the probe's early exit: evidence that cannot change the category is never computed).
+Select = Callable[[list[str]], Sequence[bool]]
+
+
+@dataclass
+class RunOutput:
+    greedy: list[str] | None = None  # per suffix
+    samples: list[list[str]] | None = None  # per suffix, n texts ([] where `select` said no)
+    scores: list[float | None] | None = None  # per suffix (None where `select` said no)
+    tokens_processed: int = 0  # tokens actually run through the model (for the efficiency figure)
+
+
+class ProbeEngine(Protocol):
+    """The narrow interface the SliCK logic uses (see the module docstring)."""
+
+    def run(
+        self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
+        sample_keys: Sequence[int] | None = None, continuations: Sequence[Sequence[str]] | None = None,
+        temperature: float = 1.0, top_k: int = 0, select: Select | None = None,
+    ) -> RunOutput: ...
+
+    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]: ...
+
+    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+               sample_keys: Sequence[int] | None = None) -> list[list[str]]: ...
+
+    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+              temperature: float, top_k: int) -> list[float]: ...
