@@ -66,8 +66,7 @@ def memorize(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], max_s
 
 def fact_pairs(facts: Sequence[tuple[str, str]] = FACTS) -> list[tuple[str, str]]:
     """(prompt, continuation) for each fact, zero-shot and behind the sanity few-shot prefix."""
-    from gradual.generate import SANITY_EXEMPLARS
-    from gradual.prompts import answer_continuation, probe_prompt, query
+    from gradual.prompts import SANITY_EXEMPLARS, answer_continuation, probe_prompt, query
 
     pairs = []
     for q, a in facts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -81,7 +80,7 @@ def test_config_reports_every_error(tmp_path: Path) -> None:
 def test_few_shot_answers_are_what_the_model_learned(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> None:
     """`gradual model ask` on a model that memorized FACTS behind the sanity few-shot prefix gives
     exactly those answers, batched (left-padded, lengths differ) and in the order asked."""
-    from gradual.generate import few_shot_answers
+    from gradual.evaluate import few_shot_answers
     from gradual.models import load_model
 
     path = str(memorized_model_dir(tmp_path_factory))
@@ -117,7 +116,7 @@ def test_bad_model_spec() -> None:
 
 @pytest.mark.real_model
 def test_default_model_knows_paris() -> None:
-    from gradual.generate import few_shot_answers
+    from gradual.evaluate import few_shot_answers
     from gradual.models import load_model
 
     lm = load_model("smollm2-135m")

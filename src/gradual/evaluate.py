@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from gradual.categories import CATEGORIES, UNKNOWN
 from gradual.data.items import Item
@@ -74,7 +74,7 @@ def evaluate_items(
     rank gets all predictions back in item order; greedy decoding makes them those of one process."""
     from gradual import distributed as dist
     from gradual.answers import is_correct
-    from gradual.generate import greedy_generate
+    from gradual.probe.engine import greedy_answers
     from gradual.prompts import FinetuneFormat
 
     fmt = FinetuneFormat(chat)
@@ -95,8 +95,8 @@ def evaluate_items(
         if engine is not None:
             gen = engine.greedy("", [prompts[i] for i in batch])
         else:
-            gen = greedy_generate(lm.model, lm.tokenizer, [prompts[i] for i in batch],
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+            gen = greedy_answers(lm.model, lm.tokenizer, [prompts[i] for i in batch],
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size)
         outputs.update(zip(batch, gen))
 
     if progress and batches and dist.is_main():
@@ -228,3 +228,12 @@ def evaluate_file(
 def predictions_path(out: Path) -> Path:
     """OUT.json -> OUT.predictions.jsonl, beside it (the lm-eval-harness habit)."""
     return out.with_name(out.name.removesuffix(".json") + ".predictions.jsonl")
+
+
+def few_shot_answers(lm: Any, questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+    """Greedy answers behind the fixed sanity prompt (gradual.prompts.SANITY_EXEMPLARS)."""
+    from gradual.probe.engine import greedy_answers
+    from gradual.prompts import SANITY_EXEMPLARS, probe_prompt
+
+    prompts = [probe_prompt(SANITY_EXEMPLARS, q) for q in questions]
+    return greedy_answers(lm.model, lm.tokenizer, prompts, max_new_tokens=max_new_tokens)

@@ -62,3 +62,12 @@ class FinetuneFormat:
             return answer_continuation(answer)
         eos = getattr(tokenizer, "eos_token", None) or ""
         return f"{answer}{eos}"
+
+
+# A fixed 4-shot prompt for sanity checks (`gradual model ask`, the demo's first look).
+SANITY_EXEMPLARS = (
+    Item("x1", "What is the capital of Germany?", ("Berlin",)),
+    Item("x2", "What is the capital of Japan?", ("Tokyo",)),
+    Item("x3", "What is the capital of Italy?", ("Rome",)),
+    Item("x4", "What is the capital of Canada?", ("Ottawa",)),
+)

@@ -25,7 +25,7 @@ def ask(
     from gradual.model_spec import check_model_spec
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
-    from gradual.generate import few_shot_answers
+    from gradual.evaluate import few_shot_answers
     from gradual.models import load_model
 
     lm = load_model(model, device, dtype)

@@ -171,7 +171,7 @@ class HFEngine:
     # -- tokenization -----------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         # No special tokens anywhere: the prompt is prefix + suffix + continuation tokens, the same
-        # as gradual.generate tokenizes whole prompts (add_special_tokens=False).
+        # as greedy_answers tokenizes whole prompts (add_special_tokens=False).
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, past: Any, keep: int) -> Any:
@@ -551,3 +551,25 @@ class HFEngine:
         seqs = [gen[r, : int(lengths[r])].tolist() for r in range(n)]
         texts = self.tok.batch_decode(seqs, skip_special_tokens=True)
         return [text + CUT_MARK if r in cut else text for r, text in enumerate(texts)]
+
+
+@torch.no_grad()
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 16,
+                   batch_size: int = 32, answers: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Greedy answers (text before the first newline) of whole prompts, with no shared prefix: eval and
+    the trainer's dev check decode through the probe's own engine, so every answer in gradual comes from
+    one decoder with one stop rule. `answers` (per prompt, its accepted answers; for callers that only
+    need right or wrong) lets a row stop once it can no longer be right (its text then ends in CUT_MARK)."""
+    from gradual.answers import extract_answer
+
+    engine = HFEngine(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    # Similar lengths together keep padding low; results go back to the order asked.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        res = engine.run("", [prompts[i] for i in idx], greedy=True,
+                         answers=[answers[i] for i in idx] if answers is not None else None)
+        for i, text in zip(idx, res.greedy or []):
+            out[i] = extract_answer(text)
+    return out

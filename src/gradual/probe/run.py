@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gradual.answers import SCORER_VERSION, extract_answer, is_correct
+from gradual.answers import PUNCTUATION, SCORER_VERSION, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual import distributed as dist
 from gradual.config import ProbeConfig
@@ -54,9 +53,10 @@ RULES_EARLY_EXIT = (
     "wrong, and only until a correct sample is seen (sample) or p_seen >= 0.5 (exact). So p_greedy is the "
     "share of correct greedy answers among the n_prompts used; p_sample (sample) is over the n_samples "
     "drawn; p_sample and p_seen (exact) are over the n_scored prompts scored (p_prompts is null for the "
-    "others); both are 0 where none were needed. Use --full for estimates over every prompt."
+    "others); both are 0 where none were needed. Use --full for estimates over every prompt. A greedy answer "
+    "ending in … was cut once it could no longer match any accepted answer (it is wrong either way)."
 )
-_TRAILING_PUNCT = string.punctuation + "‘’“”–—…«»"
+_TRAILING_PUNCT = "".join(sorted(PUNCTUATION))  # for str.rstrip
 
 
 @dataclass
@@ -205,6 +205,10 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
                 sample_keys=None if exact else [_prompt_key(seed, it.id, key) for key, it in chunk],
                 continuations=[accepted_continuations(it) for _, it in chunk] if exact else None,
                 temperature=cfg.temperature, top_k=cfg.top_k, select=None if cfg.full else select,
+                # The greedy answer only matters as right or wrong: the engine may stop one that can no
+                # longer be right (it then ends in engine.CUT_MARK); samples are always decoded whole.
+                **({"answers": [it.answers for _, it in chunk]}
+                   if not cfg.full and getattr(engine, "cuts_wrong_greedy", False) else {}),
             )
             for r, (_, it) in enumerate(chunk):
                 g = (out.greedy or [])[r]

@@ -49,7 +49,7 @@ from gradual.answers import is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
-from gradual.generate import greedy_generate
+from gradual.probe.engine import greedy_answers
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
 from gradual.train.compat import tensorboard_dir, training_args
@@ -100,8 +100,8 @@ def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: Finetun
     if prompts:
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             # Only right or wrong counts here: rows that can no longer be right stop early.
-            preds = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,
-                                    answers=[it.answers for it in mine])
+            preds = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,
+                                   answers=[it.answers for it in mine])
     if was_training:
         model.train()
     right = sum(dist.all_gather(sum(bool(is_correct(p, it.answers)) for p, it in zip(preds, mine))))
