@@ -58,7 +58,7 @@ from gradual.answers import PUNCTUATION
 from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cache, register_grouped_attention
 # The interface and the sampling maths live in their own modules (every backend shares them); they are
 # re-exported here because callers and tests reach them through the engine.
-from gradual.probe.protocol import Prefixes, ProbeEngine, RunOutput, Select  # noqa: F401
+from gradual.probe.protocol import Prefixes, ProbeEngine, RunOutput, RunParts, Select  # noqa: F401
 from gradual.probe.sampling import (  # noqa: F401
     draw, row_key, set_prob, tempered_topk, token_prob, uniforms,
 )
@@ -138,7 +138,7 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k, v) for k, v in cache.to_legacy_cache()]
 
 
-class HFEngine:
+class HFEngine(RunParts):
     """ProbeEngine over any Hugging Face causal LM (already placed on its device and dtype)."""
 
     # run() takes `answers` and cuts greedy answers that can no longer be right (probe.run passes them
@@ -227,20 +227,6 @@ class HFEngine:
         while len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
         return out
-
-    # -- the narrow interface -----------------------------------------------------------------
-    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]:
-        return self.run(prefix, suffixes, greedy=True).greedy or []
-
-    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
-               sample_keys: Sequence[int] | None = None) -> list[list[str]]:
-        return self.run(prefix, suffixes, greedy=False, samples=n, sample_keys=sample_keys,
-                        temperature=temperature, top_k=top_k).samples or []
-
-    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
-              temperature: float, top_k: int) -> list[float]:
-        return self.run(prefix, suffixes, greedy=False, continuations=continuations,
-                        temperature=temperature, top_k=top_k).scores or []
 
     @torch.inference_mode()
     def prompt_logits(self, prefix: Prefixes, suffixes: Sequence[str]) -> torch.Tensor:

@@ -39,3 +39,24 @@ class ProbeEngine(Protocol):
 
     def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
               temperature: float, top_k: int) -> list[float]: ...
+
+
+class RunParts:
+    """greedy / sample / score as calls of a backend's `run`: every backend inherits them, so the three
+    parts mean the same on each (a backend only writes `run`)."""
+
+    def run(self, prefix: Prefixes, suffixes: Sequence[str], **kw: object) -> RunOutput:
+        raise NotImplementedError  # each backend defines it
+
+    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]:
+        return self.run(prefix, suffixes, greedy=True).greedy or []
+
+    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
+               sample_keys: Sequence[int] | None = None) -> list[list[str]]:
+        return self.run(prefix, suffixes, greedy=False, samples=n, sample_keys=sample_keys,
+                        temperature=temperature, top_k=top_k).samples or []
+
+    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
+              temperature: float, top_k: int) -> list[float]:
+        return self.run(prefix, suffixes, greedy=False, continuations=continuations,
+                        temperature=temperature, top_k=top_k).scores or []

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from gradual.probe.engine import SCORE_EPS, Prefixes, RunOutput, Select
+from gradual.probe.protocol import RunParts
 
 STOP_STRINGS = ["\n"]  # the probe's answers end at the first newline (gradual.prompts.STOP)
 # Mask for seeds: vLLM seeds a torch.Generator, whose manual_seed takes a signed or unsigned 64-bit int.
@@ -121,7 +122,7 @@ class _Request:
     params: Any
 
 
-class VLLMEngine:
+class VLLMEngine(RunParts):
     """ProbeEngine over a vLLM `LLM` (see the module docstring).
 
     `llm` is a vllm.LLM built with enable_prefix_caching=True (gradual.probe.backends.build_llm);
@@ -188,20 +189,6 @@ class VLLMEngine:
             self.tokens_processed += len(r.ids) - int(cached)
             self.tokens_processed += sum(len(getattr(c, "token_ids", ()) or ()) for c in o.outputs)
         return outs
-
-    # -- the narrow interface -------------------------------------------------------------------
-    def greedy(self, prefix: Prefixes, suffixes: Sequence[str]) -> list[str]:
-        return self.run(prefix, suffixes, greedy=True).greedy or []
-
-    def sample(self, prefix: Prefixes, suffixes: Sequence[str], n: int, temperature: float, top_k: int,
-               sample_keys: Sequence[int] | None = None) -> list[list[str]]:
-        return self.run(prefix, suffixes, greedy=False, samples=n, sample_keys=sample_keys,
-                        temperature=temperature, top_k=top_k).samples or []
-
-    def score(self, prefix: Prefixes, suffixes: Sequence[str], continuations: Sequence[Sequence[str]],
-              temperature: float, top_k: int) -> list[float]:
-        return self.run(prefix, suffixes, greedy=False, continuations=continuations,
-                        temperature=temperature, top_k=top_k).scores or []
 
     def run(
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
