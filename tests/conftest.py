@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,34 @@ def sample_items() -> list[dict]:
         rows.append({"id": f"con{i}", "question": f"Which continent is {c} on?", "answers": [a],
                      "relation": "continent", "subject": c})
     return rows
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> Result:
+    """Run `gradual.cli.main` in-process (fast; a bug's exception propagates and fails the test).
+
+    `subprocess_cli` runs the real `python -m gradual.cli` for the checks that need a process.
+    """
+    from gradual.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = ["gradual", *args]
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    return Result(code, out.getvalue(), err.getvalue())

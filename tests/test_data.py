@@ -3,13 +3,10 @@ subjects apart, the world benchmark is deterministic and big enough."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,39 +16,10 @@ from gradual.data.items import SPLITS, Item, load_dataset_dir
 from gradual.data.splits import split_items, subject_overlap
 from gradual.data.stats import dataset_stats
 from gradual.errors import UserError
+from tests.conftest import Result, run_cli
 
 FIX = Path(__file__).parent / "fixtures"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str, cwd: Path | None = None) -> Result:
-    """Run `gradual.cli.main` in-process (fast; a bug's exception propagates and fails the test).
-
-    `subprocess_cli` runs the real `python -m gradual.cli` for the checks that need a process.
-    """
-    from gradual.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old_argv, old_cwd = sys.argv, os.getcwd()
-    sys.argv = ["gradual", *args]
-    code = 0
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old_argv
-        os.chdir(old_cwd)
-    return Result(code, out.getvalue(), err.getvalue())
+cli = run_cli  # in-process: fast, and a bug's exception propagates and fails the test
 
 
 def subprocess_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

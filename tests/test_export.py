@@ -6,12 +6,8 @@ bad input exits 2 with one line and leaves no output file behind.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +15,7 @@ import pytest
 
 from gradual.probe.slick import CATEGORIES
 from gradual.prompts import FinetuneFormat, query
+from tests.conftest import Result, run_cli
 
 PROBE_ROWS = [
     ("q1", "HighlyKnown", "What is the capital of France?", ["Paris"]),
@@ -29,28 +26,7 @@ PROBE_ROWS = [
 ]
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> Result:
-    """Run `gradual.cli.main` in-process, as the installed `gradual` script does."""
-    from gradual.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old_argv, code = sys.argv, 0
-    sys.argv = ["gradual", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old_argv
-    return Result(code, out.getvalue(), err.getvalue())
+cli = run_cli  # in-process, as the installed `gradual` script runs
 
 
 def write_probe(path: Path, rows: list[tuple[str, str, str, list[str]]] = PROBE_ROWS) -> Path:
