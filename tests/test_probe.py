@@ -193,6 +193,73 @@ def test_exact_probability_matches_sampling_frequency(tiny_lm) -> None:
     assert any(freq[a] / n > 0.01 for a in targets)  # non-degenerate
 
 
+class _StopEvery(torch.nn.Module):
+    """A model whose newline logit gets a large bias at every `period`-th position: greedy answers end
+    after 1 .. period tokens depending on the prompt's length, so both ways an answer ends (a stop, or
+    max_new_tokens) occur in one batch."""
+
+    def __init__(self, inner: torch.nn.Module, token: int, period: int) -> None:
+        super().__init__()
+        self.inner, self.token, self.period = inner, token, period
+        self.config = inner.config
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kw):  # type: ignore[no-untyped-def]
+        out = self.inner(**kw)
+        pos = kw["position_ids"][:, -out.logits.shape[1]:]
+        out.logits[..., self.token] += 30.0 * (pos % self.period == 0)
+        return out
+
+
+def test_drafts_give_the_decoders_greedy_texts_and_scores(tiny_model_dir: Path) -> None:
+    """Checking a draft in the prompt pass (speculative decoding) must give exactly the texts plain
+    decoding gives, with or without cutting, for drafts that are the answer, a prefix of it, longer
+    than it, wrong at the first or a later token, empty, longer than max_new_tokens, or ending in the
+    stop; and the same exact probabilities as the separate scoring pass."""
+    from gradual.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # larger random weights: answers that differ between questions
+        for prm in lm.model.parameters():
+            if prm.dim() == 2:
+                prm.copy_(torch.randn(prm.shape, generator=gen) * 0.1)
+    newline = lm.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    model = _StopEvery(lm.model, newline, 4)
+    suffixes = [f"Q: What is the capital of {c}?\nA:" for c in
+                ("Japan", "Peru", "the Republic of Chile", "Mali", "Laos", "Fiji", "Iran", "Oman", "Cuba")]
+    plain = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2)
+    want = plain.greedy(PREFIX, suffixes)
+    ends = [w.endswith("\n") for w in want]
+    assert any(ends) and not all(ends)  # both ways a greedy answer ends are covered
+    answers = [w.split("\n")[0] for w in want]
+    other = plain.tok.decode([7, 9])
+    drafts = [
+        answers[0], answers[1][:2], answers[2] + " and more",  # the answer, a prefix, longer
+        other + answers[3], answers[4][:1] + other, "",  # wrong first token, wrong later token, empty
+        answers[6] * 4, answers[7] + "\n", None,  # longer than max_new_tokens, with its stop, none
+    ]
+    conts = [[d] if d else [answers[q] or "x"] for q, d in enumerate(drafts)]
+    for accepted in (None, [[a] for a in answers], [["zzz"]] * len(suffixes)):  # no cut, cut, cut all
+        eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2)
+        base = plain.run(PREFIX, suffixes, greedy=True, answers=accepted, continuations=conts,
+                         temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
+        got = eng.run(PREFIX, suffixes, greedy=True, answers=accepted, drafts=drafts, continuations=conts,
+                      temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
+        assert got.greedy == base.greedy
+        assert got.scores == pytest.approx(base.scores, rel=1e-4, abs=1e-9)
+        assert any(s and s > 1e-4 for s in got.scores or [])  # the probabilities compared are not all ~0
+    assert eng.run(PREFIX, suffixes, greedy=True, drafts=drafts).greedy == want  # the branch without select
+    # Drafts that are the greedy answers settle every row in the prompt pass: no decode step is run.
+    eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2)
+    assert eng.greedy(PREFIX, suffixes) == want
+    calls = eng.forward_calls
+    assert eng.run(PREFIX, suffixes, drafts=answers).greedy == want
+    assert eng.forward_calls == calls + 1
+
+
 # -- early exit: the categories of --full with less work ---------------------------------------------
 
 def _u(*parts: object) -> float:

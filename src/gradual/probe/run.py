@@ -199,16 +199,21 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
                     flags.append(e.right == 0 and not right[r] and not e.settled(exact, cfg.samples))
                 return flags
 
+            conts = [accepted_continuations(it) for _, it in chunk]
             out = engine.run(
                 [prefixes[key] for key, _ in chunk], [query(it.question) for _, it in chunk], greedy=True,
                 samples=0 if exact else cfg.samples,
                 sample_keys=None if exact else [_prompt_key(seed, it.id, key) for key, it in chunk],
-                continuations=[accepted_continuations(it) for _, it in chunk] if exact else None,
+                continuations=conts if exact else None,
                 temperature=cfg.temperature, top_k=cfg.top_k, select=None if cfg.full else select,
                 # The greedy answer only matters as right or wrong: the engine may stop one that can no
                 # longer be right (it then ends in engine.CUT_MARK); samples are always decoded whole.
                 **({"answers": [it.answers for _, it in chunk]}
                    if not cfg.full and getattr(engine, "cuts_wrong_greedy", False) else {}),
+                # The first accepted answer is checked as a draft in the prompt pass: most greedy answers
+                # are settled there (right, or wrong at their first token) with no decoding.
+                **({"drafts": [c[0] if c else None for c in conts]}
+                   if getattr(engine, "verifies_drafts", False) else {}),
             )
             for r, (_, it) in enumerate(chunk):
                 g = (out.greedy or [])[r]
