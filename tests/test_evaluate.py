@@ -77,6 +77,13 @@ def test_evaluate_items_scores_known_answers(memorized_lm: Any) -> None:
     plain = ev.evaluate_items(memorized_lm, items, None, batch_size=32, max_new_tokens=8, progress=False)
     assert plain.accuracy == 0.75 and plain.by_category == {} and plain.hallucination_rate is None
     assert [p["prediction"] for p in plain.predictions] == [p["prediction"] for p in r.predictions]
+    # Eval checks each gold answer as a draft in the prompt pass; plain decoding gives the same answers.
+    from gradual.probe.engine import greedy_answers
+    from gradual.prompts import query
+
+    decoded = greedy_answers(memorized_lm.model, memorized_lm.tokenizer, [query(it.question) for it in items],
+                             max_new_tokens=8)
+    assert decoded == [p["prediction"] for p in r.predictions]
 
 
 def test_eval_command_writes_json_and_predictions(memorized_dir: Path, tmp_path: Path) -> None:

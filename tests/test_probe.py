@@ -253,7 +253,7 @@ def test_drafts_give_the_decoders_greedy_texts_and_scores(tiny_model_dir: Path) 
         assert any(s and s > 1e-4 for s in got.scores or [])  # the probabilities compared are not all ~0
     assert eng.run(PREFIX, suffixes, greedy=True, drafts=drafts).greedy == want  # the branch without select
     # Drafts that are the greedy answers settle every row in the prompt pass: no decode step is run.
-    eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2)
+    eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2, bucket_cost=10**6)  # one batch
     assert eng.greedy(PREFIX, suffixes) == want
     calls = eng.forward_calls
     assert eng.run(PREFIX, suffixes, drafts=answers).greedy == want

@@ -95,8 +95,11 @@ def evaluate_items(
         if engine is not None:
             gen = engine.greedy("", [prompts[i] for i in batch])
         else:
+            # The gold answer as a draft: a right answer is read off the prompt pass (same predictions).
             gen = greedy_answers(lm.model, lm.tokenizer, [prompts[i] for i in batch],
-                                 max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 drafts=[fmt.target(items[i].answers[0], lm.tokenizer) if items[i].answers else None
+                                         for i in batch])
         outputs.update(zip(batch, gen))
 
     if progress and batches and dist.is_main():

@@ -102,7 +102,36 @@ def can_still_match(partial: str, skeletons: Sequence[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def _stop_sets(tokenizer: Any, model: Any, vocab: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bool masks over the model's vocab: tokens that stop decoding, and stops that keep the answer intact."""
+    """Bool masks over the model's vocab: tokens that stop decoding, and stops that keep the answer intact.
+
+    Kept on the tokenizer (decoding the whole vocab takes ~0.5 s, and eval and the trainer's dev check
+    build an engine per batch)."""
+    eos_ids = tuple(sorted(_eos_ids(tokenizer, model)))
+    memo = getattr(tokenizer, "_gradual_stop_sets", None)
+    key = (len(tokenizer), vocab, str(device), eos_ids)
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    sets = _compute_stop_sets(tokenizer, vocab, device, eos_ids)
+    try:
+        tokenizer._gradual_stop_sets = (key, sets)
+    except AttributeError:  # a tokenizer that takes no attributes just recomputes
+        pass
+    return sets
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    eos: set[int] = set()
+    for src in (tokenizer.eos_token_id, getattr(getattr(model, "config", None), "eos_token_id", None),
+                getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(src, int):
+            eos.add(src)
+        elif isinstance(src, (list, tuple)):
+            eos.update(int(x) for x in src)
+    return eos
+
+
+def _compute_stop_sets(tokenizer: Any, vocab: int, device: torch.device,
+                       eos: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     n = min(len(tokenizer), vocab)
     texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
                                    clean_up_tokenization_spaces=False)
@@ -113,13 +142,6 @@ def _stop_sets(tokenizer: Any, model: Any, vocab: int, device: torch.device) -> 
             stop[i] = True
             head = text.split("\n", 1)[0]
             ok[i] = all(ch.isspace() or ch in PUNCTUATION for ch in head)
-    eos: set[int] = set()
-    for src in (tokenizer.eos_token_id, getattr(getattr(model, "config", None), "eos_token_id", None),
-                getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(src, int):
-            eos.add(src)
-        elif isinstance(src, (list, tuple)):
-            eos.update(int(x) for x in src)
     for e in eos:
         if 0 <= e < vocab:
             stop[e] = ok[e] = True
@@ -686,11 +708,14 @@ class HFEngine(RunParts):
 
 @torch.no_grad()
 def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 16,
-                   batch_size: int = 32, answers: Sequence[Sequence[str]] | None = None) -> list[str]:
+                   batch_size: int = 32, answers: Sequence[Sequence[str]] | None = None,
+                   drafts: Sequence[str | None] | None = None) -> list[str]:
     """Greedy answers (text before the first newline) of whole prompts, with no shared prefix: eval and
     the trainer's dev check decode through the probe's own engine, so every answer in gradual comes from
     one decoder with one stop rule. `answers` (per prompt, its accepted answers; for callers that only
-    need right or wrong) lets a row stop once it can no longer be right (its text then ends in CUT_MARK)."""
+    need right or wrong) lets a row stop once it can no longer be right (its text then ends in CUT_MARK).
+    `drafts` (per prompt, e.g. its gold answer as the model would write it): checked in the prompt pass
+    (see _Drafts), which settles most rows without decoding; the answers are the same."""
     from gradual.answers import extract_answer
 
     engine = HFEngine(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -700,7 +725,8 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
     for start in range(0, len(order), batch_size):
         idx = order[start: start + batch_size]
         res = engine.run("", [prompts[i] for i in idx], greedy=True,
-                         answers=[answers[i] for i in idx] if answers is not None else None)
+                         answers=[answers[i] for i in idx] if answers is not None else None,
+                         drafts=[drafts[i] for i in idx] if drafts is not None else None)
         for i, text in zip(idx, res.greedy or []):
             out[i] = extract_answer(text)
     return out

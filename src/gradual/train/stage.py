@@ -101,7 +101,8 @@ def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: Finetun
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             # Only right or wrong counts here: rows that can no longer be right stop early.
             preds = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,
-                                   answers=[it.answers for it in mine])
+                                   answers=[it.answers for it in mine],
+                                   drafts=[fmt.target(it.answers[0], tokenizer) if it.answers else None for it in mine])
     if was_training:
         model.train()
     right = sum(dist.all_gather(sum(bool(is_correct(p, it.answers)) for p, it in zip(preds, mine))))
