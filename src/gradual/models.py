@@ -124,10 +124,27 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     out = cache_dir() / "models" / name
     if (out / "config.json").exists():
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = embedded_gguf(name)
     log.info("converting %s to %s (once)", gguf, out)
+    # In a child process: de-quantizing the GGUF and converting its tokenizer peak at ~2.5 GB that the
+    # allocator keeps after they are freed, which would sit under every later step of a run.
+    import subprocess
+    import sys
+
+    code = "import sys; from gradual.models import convert_embedded; convert_embedded(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, name])  # its progress bar goes to our stderr
+    if proc.returncode != 0 or not (out / "config.json").exists():
+        raise UserError(f"model {name!r}: converting {gguf} failed (exit {proc.returncode}; see above)")
+    return out
+
+
+def convert_embedded(name: str) -> Path:
+    """Convert the embedded GGUF to a safetensors folder in the cache (embedded_model_dir runs this in a
+    child process)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = cache_dir() / "models" / name
+    gguf = embedded_gguf(name)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Write to a temp folder and rename, so a killed conversion never leaves a half folder.

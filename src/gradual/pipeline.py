@@ -131,6 +131,20 @@ class Pipeline:
         return lm
 
     # -- probe -----------------------------------------------------------------------------
+    def _engine_for(self, lm: LoadedModel) -> Any:
+        """One HF engine per model: the base train and test probes use the same exemplar sets (both
+        drawn from dev with the run's probe seed), so the test probe finds their prefix KV cached."""
+        if self.cfg.probe.backend != "hf":
+            return None  # probe() builds it, only if a pass is not cached
+        if getattr(self, "_engine_model", None) is not lm.model:
+            from gradual.probe.backends import make_engine
+
+            c = self.cfg.probe
+            self._engine = make_engine("hf", lm, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                                       top_k=c.top_k, seed=c.seed)
+            self._engine_model = lm.model
+        return self._engine
+
     def probe_split(self, lm: LoadedModel, name: str, items: list[Item], exemplars: list[Item],
                     stage: int | None = None) -> Any:
         """Probe `items` (or load the finished probe); a fresh probe of the train split after `stage`
@@ -145,7 +159,8 @@ class Pipeline:
         # The noise control (probe.repeat) measures chance flips once, on the base model's train probe;
         # repeating every re-probe would multiply their cost and no figure reads it.
         cfg = self.cfg.probe if name == "base_train" else dataclasses.replace(self.cfg.probe, repeat=0)
-        result = probe(lm, items, exemplars, cfg, progress=self.progress, desc=f"probe {name}")
+        result = probe(lm, items, exemplars, cfg, progress=self.progress, desc=f"probe {name}",
+                       engine=self._engine_for(lm))
         if dist.is_main():  # every rank holds the gathered result; one writes it
             save_probe(result, path)
             if stage is not None:
@@ -185,6 +200,9 @@ class Pipeline:
             if plan is None:
                 break
             stage += 1
+            # Training loads its own copy of the weights: the probed model (and its engine's prefix
+            # caches) need not stay in memory beside it.
+            lm, self._engine, self._engine_model = None, None, None
             record = self.run_stage(stage, plan, data, history[-1])
             stage_records.append(record)
             if record["n_train"] == 0:
@@ -193,6 +211,8 @@ class Pipeline:
                 break
             lm = self.model_after(stage)
             history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev, stage=stage).categories())
+        if lm is None:  # the last stage trained nothing: the weights are those after the stage before
+            lm = self.model_after(stage - 1)
         if stage == 0:
             lm = self.model_after(0)
         summary = self.finish(lm, data, history, stage_records, base_train, base_test)

@@ -252,7 +252,7 @@ class HFEngine(RunParts):
     verifies_drafts = True
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64, max_new_tokens: int = 12,
-                 prefix_cache_size: int = 64, compact_at: float = 0.25, grouped_attention: bool | None = None,
+                 prefix_cache_size: int = 128, compact_at: float = 0.25, grouped_attention: bool | None = None,
                  bucket_cost: int = 64) -> None:
         self.model, self.tok = model, tokenizer
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
