@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import random
 import resource
 import sys
@@ -50,7 +49,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as gradual's CLI: idle OpenMP threads must not spin
+from gradual.openmp import set_wait_policy  # noqa: E402
+
+set_wait_policy()  # as gradual's CLI, before torch loads
 import torch
 from rich.console import Console
 from rich.table import Table

@@ -23,12 +23,12 @@ allocation. Last line: `train_speed: efficiency=<ratio> tokens_per_s=<n>`.
 
 from __future__ import annotations
 
-import os
 
-# Set before torch loads OpenMP. The default ACTIVE policy spins waiting threads; when other processes
-# share the cores, every small op then waits on a descheduled spinner (measured here: dropout on a
-# 16x18x576 tensor 23 ms ACTIVE vs 1.4 ms PASSIVE, with the 2 cores shared with 2 other jobs).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads OpenMP. Spinning waiters hurt only when other processes share the cores (measured
+# then: dropout on a 16x18x576 tensor 23 ms ACTIVE vs 1.4 ms PASSIVE); see gradual.openmp.
+from gradual.openmp import set_wait_policy  # noqa: E402
+
+set_wait_policy()  # as gradual's CLI, before torch loads
 
 import argparse
 import math

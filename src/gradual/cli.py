@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 
-# PyTorch's OpenMP threads spin while waiting by default; on a small shared CPU that makes every
-# small op 10-300x slower (measured: a dtype cast 11.7 ms -> 0.05 ms). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from gradual.openmp import set_wait_policy
+
+set_wait_policy()  # before torch loads (see gradual.openmp)
 
 import typer
 from rich.console import Console
