@@ -193,23 +193,19 @@ def test_exact_probability_matches_sampling_frequency(tiny_lm) -> None:
     assert any(freq[a] / n > 0.01 for a in targets)  # non-degenerate
 
 
-class _StopEvery(torch.nn.Module):
+class _StopEvery(_StopBiased):
     """A model whose newline logit gets a large bias at every `period`-th position: greedy answers end
     after 1 .. period tokens depending on the prompt's length, so both ways an answer ends (a stop, or
     max_new_tokens) occur in one batch."""
 
     def __init__(self, inner: torch.nn.Module, token: int, period: int) -> None:
-        super().__init__()
-        self.inner, self.token, self.period = inner, token, period
-        self.config = inner.config
-
-    def get_output_embeddings(self) -> torch.nn.Module:
-        return self.inner.get_output_embeddings()
+        super().__init__(inner, token, 30.0)
+        self.period = period
 
     def forward(self, **kw):  # type: ignore[no-untyped-def]
         out = self.inner(**kw)
         pos = kw["position_ids"][:, -out.logits.shape[1]:]
-        out.logits[..., self.token] += 30.0 * (pos % self.period == 0)
+        out.logits[..., self.token] += self.bias * (pos % self.period == 0)
         return out
 
 
