@@ -28,6 +28,7 @@ import torch
 from gradual import distributed as dist
 from gradual.errors import UserError
 from gradual.model_spec import DEFAULT_MODEL, EMBEDDED, from_hub_cache, hub_error, hub_unavailable, locate
+from gradual.onednn_head import use_onednn_head
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def convert_embedded(name: str) -> Path:
 
     out = cache_dir() / "models" / name
     gguf = embedded_gguf(name)
+    _parse_gguf_once()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Write to a temp folder and rename, so a killed conversion never leaves a half folder.
@@ -158,6 +160,20 @@ def convert_embedded(name: str) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _parse_gguf_once() -> None:
+    """Memoize gguf's file reader and tensor-name map for this (child) process.
+
+    One conversion makes transformers parse the GGUF file four times (tokenizer, its config, the
+    model's config, the weights) and rebuild gguf's tensor-name map for every submodule of the model;
+    parsing the 49k-token vocabulary field by field dominates. Both are pure functions of their
+    arguments and the file is read-only, so one parse serves all (the conversion ran in ~30 s cold)."""
+    import gguf
+
+    if not hasattr(gguf.GGUFReader, "cache_info"):
+        gguf.GGUFReader = lru_cache(maxsize=2)(gguf.GGUFReader)
+        gguf.get_tensor_name_map = lru_cache(maxsize=8)(gguf.get_tensor_name_map)
 
 
 def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -222,6 +238,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
     model.to(placement.device)
     model.eval()
     contiguous_head_input(model)
+    use_onednn_head(model)
     return LoadedModel(model=model, tokenizer=tok, spec=spec, placement=placement)
 
 
