@@ -60,7 +60,8 @@ from typing import Any, Sequence
 import torch
 
 from gradual.answers import PUNCTUATION
-from gradual.probe.kernels import ATTN_NAME, can_use_grouped_attention, new_cache, register_grouped_attention
+from gradual.probe.kernels import (ATTN_NAME, cache_over, can_use_grouped_attention, new_cache,
+                                   register_grouped_attention)
 # The interface and the sampling maths live in their own modules (every backend shares them); they are
 # re-exported here because callers and tests reach them through the engine.
 from gradual.probe.protocol import Prefixes, ProbeEngine, RunOutput, RunParts, Select  # noqa: F401
@@ -572,17 +573,23 @@ class HFEngine(RunParts):
             if len(group_kv) == 1:
                 past = new_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in ref])
             else:
+                # Each row's prefix is copied once into buffers with room for the s prompt columns, which
+                # the forward then writes in place (a DynamicCache would concatenate a second copy of it
+                # all, per layer and call). Padding is zeroed: masked, but a NaN there would still leak.
                 stacked = []
                 for li, (k0, v0) in enumerate(ref):
-                    k = k0.new_zeros((b, k0.shape[1], p, k0.shape[3]))
-                    v = v0.new_zeros((b, v0.shape[1], p, v0.shape[3]))
+                    k = k0.new_empty((b, k0.shape[1], p + s, k0.shape[3]))
+                    v = v0.new_empty((b, v0.shape[1], p + s, v0.shape[3]))
                     for rows, n, layers in group_kv:
+                        idx = torch.tensor(rows, device=self.device)
                         if layers is not None and n:
-                            idx = torch.tensor(rows, device=self.device)
-                            k[idx, :, p - n:] = layers[li][0]
-                            v[idx, :, p - n:] = layers[li][1]
+                            k[idx, :, p - n: p] = layers[li][0]
+                            v[idx, :, p - n: p] = layers[li][1]
+                        if n < p:
+                            k[idx, :, : p - n] = 0
+                            v[idx, :, : p - n] = 0
                     stacked.append((k, v))
-                past = new_cache(stacked)
+                past = cache_over(stacked, p)
         res = self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), past, nd + 1)
         layers = _layers(res.past_key_values)
         # Row r's prompt ends nd - len(draft_r) columns before the kept block's last column.

@@ -71,6 +71,16 @@ class _PreallocatedLayer(DynamicLayer):
         self.dtype, self.device, self.is_initialized = k.dtype, k.device, True
         self._view()
 
+    @classmethod
+    def over(cls, k: torch.Tensor, v: torch.Tensor, n: int) -> "_PreallocatedLayer":
+        """A layer over buffers the caller filled up to column n: no copy."""
+        layer = cls.__new__(cls)
+        DynamicLayer.__init__(layer)
+        layer._k, layer._v, layer._n, layer._room = k, v, n, max(k.shape[2] - n, 1)
+        layer.dtype, layer.device, layer.is_initialized = k.dtype, k.device, True
+        layer._view()
+        return layer
+
     def _view(self) -> None:
         self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
 
@@ -91,6 +101,14 @@ class _PreallocatedLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._k, self._v = self._k[indices], self._v[indices]
         self._view()
+
+
+def cache_over(buffers: Sequence[tuple[torch.Tensor, torch.Tensor]], filled: int) -> Any:
+    """A DynamicCache over preallocated (keys, values) buffers whose first `filled` columns hold the
+    cache: the forward writes its new columns in place instead of concatenating a copy of it all."""
+    cache = DynamicCache.__new__(DynamicCache)
+    Cache.__init__(cache, layers=[_PreallocatedLayer.over(k, v, filled) for k, v in buffers])
+    return cache
 
 
 def new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], room: int = 0) -> Any:
