@@ -341,6 +341,10 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
             write_report(out_dir)
         dist.barrier()
         return json.loads(summary_path.read_text(encoding="utf-8"))
+    if dist.is_main():  # the model is needed: a cold cache converts it while the imports below run
+        from gradual.models import start_embedded_conversion
+
+        start_embedded_conversion(cfg.model)
     # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.
     dist.setup(cfg.device)
     dist.barrier()
