@@ -239,14 +239,31 @@ def test_drafts_give_the_decoders_greedy_texts_and_scores(tiny_model_dir: Path) 
     ]
     conts = [[d] if d else [answers[q] or "x"] for q, d in enumerate(drafts)]
     for accepted in (None, [[a] for a in answers], [["zzz"]] * len(suffixes)):  # no cut, cut, cut all
-        eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2)
         base = plain.run(PREFIX, suffixes, greedy=True, answers=accepted, continuations=conts,
                          temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
-        got = eng.run(PREFIX, suffixes, greedy=True, answers=accepted, drafts=drafts, continuations=conts,
-                      temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
-        assert got.greedy == base.greedy
-        assert got.scores == pytest.approx(base.scores, rel=1e-4, abs=1e-9)
-        assert any(s and s > 1e-4 for s in got.scores or [])  # the probabilities compared are not all ~0
+        # bucket_cost 0: every question length its own prompt batch, so the rows left to decode and
+        # to score come from several batches and are gathered into one.
+        for cost in (64, 0):
+            eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2, bucket_cost=cost)
+            got = eng.run(PREFIX, suffixes, greedy=True, answers=accepted, drafts=drafts, continuations=conts,
+                          temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
+            assert got.greedy == base.greedy
+            assert got.scores == pytest.approx(base.scores, rel=1e-4, abs=1e-9)
+            assert any(s and s > 1e-4 for s in got.scores or [])  # the probabilities compared are not all ~0
+    # The rows left from several prompt batches decode in one loop (max_new_tokens 2: one step) and
+    # score in one forward: a decode loop and a scoring pass per batch would read the weights each time.
+    eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2, bucket_cost=0)
+    calls = {"_run_rows": 0, "_decode": 0, "_score": 0}
+    for name in calls:
+        def counted(*a: object, _f: object = getattr(eng, name), _n: str = name, **k: object) -> object:
+            before = eng.forward_calls
+            out = _f(*a, **k)  # type: ignore[operator]
+            calls[_n] += eng.forward_calls - before
+            return out
+        setattr(eng, name, counted)
+    eng.run(PREFIX, suffixes, greedy=True, drafts=drafts, continuations=conts, temperature=1.0, top_k=0,
+            select=lambda g: [True] * len(g))
+    assert calls["_run_rows"] >= 3 and calls["_decode"] == 1 and calls["_score"] == 1
     assert eng.run(PREFIX, suffixes, greedy=True, drafts=drafts).greedy == want  # the branch without select
     # Drafts that are the greedy answers settle every row in the prompt pass: no decode step is run.
     eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2, bucket_cost=10**6)  # one batch

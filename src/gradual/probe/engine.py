@@ -275,6 +275,7 @@ class HFEngine(RunParts):
             register_grouped_attention()
         self.grouped_attention = grouped_attention
         self.tokens_processed = 0  # running total, for the benchmark's efficiency figure
+        self._cont_tokens: dict[str, tuple[int, ...]] = {}  # continuation text -> tokens (run() and _score ask)
         self.forward_calls = 0
         # Padding in the prompt passes: suffix tokens the rows need vs tokens run (benchmark figures).
         self.prompt_tokens_real = self.prompt_tokens_run = 0
@@ -419,16 +420,26 @@ class HFEngine(RunParts):
         if continuations is not None:
             wanted = set(chosen)
             scores: list[float | None] = [None] * n_q
-            for (rows, (logits, layers, mask, ends)), check in zip(passes, checks):
-                # A continuation that was a row's draft already has its probability from the prompt pass.
-                known = {} if check is None else {
-                    i: (tuple(check.tokens[i]), check.scores[i]) for i, q in enumerate(rows)
-                    if q in wanted and drafts is not None and drafts[q] in continuations[q] and check.tokens[i]}
-                got_s = self._score(logits, layers, mask, ends,
-                                    [continuations[q] if q in wanted else [] for q in rows], temperature, top_k,
-                                    known)
-                for q, sc in zip(rows, got_s):
-                    scores[q] = sc if q in wanted else None
+            known: dict[int, tuple[tuple[int, ...], float]] = {}  # by question
+            picks: list[tuple[int, int]] = []  # (pass, row in it) with a continuation left to teacher-force
+            for pi, ((rows, _), check) in enumerate(zip(passes, checks)):
+                for i, q in enumerate(rows):
+                    if q not in wanted:
+                        continue
+                    # A continuation that was a row's draft already has its probability from the prompt pass.
+                    if check is not None and drafts is not None and drafts[q] in continuations[q] and check.tokens[i]:
+                        known[q] = (tuple(check.tokens[i]), check.scores[i])
+                    if self._to_score(continuations[q], known.get(q)):
+                        picks.append((pi, i))
+                    else:
+                        scores[q] = min(1.0, known[q][1]) if q in known else 0.0
+            if picks:
+                # From every length bucket at once: one scoring forward instead of one per bucket.
+                qs = [passes[pi][0][i] for pi, i in picks]
+                got_s = self._score(*self._gather(passes, picks), [continuations[q] for q in qs], temperature,
+                                    top_k, {j: known[q] for j, q in enumerate(qs) if q in known})
+                for q, sc in zip(qs, got_s):
+                    scores[q] = sc
             out.scores = scores
         out.tokens_processed = self.tokens_processed - before
         return out
@@ -437,21 +448,57 @@ class HFEngine(RunParts):
                       keys: Sequence[list[str]] | None, n_q: int, temperature: float, top_k: int) -> list[str]:
         """The greedy text of every suffix: from its draft's check where that settles it, else decoded."""
         texts = [""] * n_q
-        for (rows, (logits, layers, mask, ends)), check in zip(passes, checks):
+        left: list[tuple[int, int]] = []  # (pass, row in it) of the drafts' rows still to decode
+        for pi, ((rows, (logits, layers, mask, ends)), check) in enumerate(zip(passes, checks)):
             local = None if keys is None else [keys[q] for q in rows]
-            todo = list(range(len(rows)))
-            if check is not None:
-                settled = check.resolve(self.stop, self.max_new_tokens, local, self.tok)
-                todo = [i for i, t in enumerate(settled) if t is None]
-                for i, t in enumerate(settled):
-                    if t is not None:
-                        texts[rows[i]] = t
-            if todo:
-                got = self._decode(logits, layers, mask, ends, [(i, None) for i in todo], temperature, top_k,
-                                   None if local is None else [local[i] for i in todo])
-                for i, t in zip(todo, got):
+            if check is None:  # no drafts: every row decodes, on its own bucket's cache (no gather copy)
+                got = self._decode(logits, layers, mask, ends, [(i, None) for i in range(len(rows))],
+                                   temperature, top_k, local)
+                for q, t in zip(rows, got):
+                    texts[q] = t
+                continue
+            for i, t in enumerate(check.resolve(self.stop, self.max_new_tokens, local, self.tok)):
+                if t is None:
+                    left.append((pi, i))
+                else:
                     texts[rows[i]] = t
+        if left:
+            # The few rows no draft settles (~6% on the world split), from every length bucket at once:
+            # one decode loop instead of one per bucket (each step reads all the weights).
+            got = self._decode(*self._gather(passes, left), [(j, None) for j in range(len(left))],
+                               temperature, top_k, None if keys is None else [keys[passes[pi][0][i]] for pi, i in left])
+            for (pi, i), t in zip(left, got):
+                texts[passes[pi][0][i]] = t
         return texts
+
+    def _gather(self, passes: Sequence[tuple[list[int], tuple[Any, ...]]], picks: Sequence[tuple[int, int]]
+                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """(logits, layers, mask, ends) of the rows `picks` ((pass, row in it)) of several prompt passes,
+        as one batch. A pass's columns are right-aligned in the widest pass's (its layout keeps the last
+        column last); the added columns on the left are masked, and zeroed (a NaN would leak through 0 x
+        NaN). Position ids come from `ends`, so the shift changes nothing the model sees."""
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for j, (pi, i) in enumerate(picks):
+            groups.setdefault(pi, ([], []))[0].append(j)
+            groups[pi][1].append(i)
+        cols = max(passes[pi][1][2].shape[1] for pi in groups)
+        logits0, layers0, mask0, ends0 = passes[picks[0][0]][1]
+        n = len(picks)
+        logits = logits0.new_empty((n, logits0.shape[1]))
+        mask = mask0.new_zeros((n, cols))
+        ends = ends0.new_empty((n,))
+        layers = [(k.new_zeros((n, k.shape[1], cols, k.shape[3])), v.new_zeros((n, v.shape[1], cols, v.shape[3])))
+                  for k, v in layers0]
+        for pi, (dst_l, src_l) in groups.items():
+            lg, lay, mk, en = passes[pi][1]
+            dst = torch.tensor(dst_l, device=logits.device)
+            src = torch.tensor(src_l, device=logits.device)
+            c = mk.shape[1]
+            logits[dst], mask[dst, cols - c:], ends[dst] = lg[src], mk[src], en[src]
+            for (k_out, v_out), (k, v) in zip(layers, lay):
+                k_out[dst, :, cols - c:] = k[src]
+                v_out[dst, :, cols - c:] = v[src]
+        return logits, layers, mask, ends
 
     # -- the passes ----------------------------------------------------------------------------
     def _plan(self, prefix: Prefixes, suffixes: Sequence[str]) -> tuple[list[list[int]], list[tuple[int, Any]]]:
@@ -606,19 +653,25 @@ class HFEngine(RunParts):
         del res
         return logits, layers, mask.to(self.device), ends.to(self.device), check
 
+    def _to_score(self, continuations: Sequence[str], known: tuple[tuple[int, ...], float] | None) -> list[list[int]]:
+        """The token sequences of one question's continuations still to teacher-force: distinct (equal
+        sequences are one event, counted once), not the known draft's, and within max_new_tokens."""
+        seen: set[tuple[int, ...]] = {known[0]} if known is not None else set()
+        out = []
+        for c in continuations:
+            t = self._cont_tokens.get(c)
+            if t is None:
+                t = self._cont_tokens[c] = tuple(self.encode(c))
+            if t and t not in seen and len(t) <= self.max_new_tokens:
+                seen.add(t)
+                out.append(list(t))
+        return out
+
     def _score(self, logits, layers, mask, ends, continuations, temperature, top_k,
                known: dict[int, tuple[tuple[int, ...], float]] | None = None) -> list[float]:
         """`known`: per question, a continuation's tokens and probability already computed (a draft)."""
         known = known or {}
-        # Distinct token sequences per question: equal sequences are one event, counted once.
-        rows: list[tuple[int, list[int]]] = []
-        for q, conts in enumerate(continuations):
-            seen: set[tuple[int, ...]] = {known[q][0]} if q in known else set()
-            for c in conts:
-                t = tuple(self.encode(c))
-                if t and t not in seen and len(t) <= self.max_new_tokens:
-                    seen.add(t)
-                    rows.append((q, list(t)))
+        rows = [(q, t) for q, conts in enumerate(continuations) for t in self._to_score(conts, known.get(q))]
         scores = [known[q][1] if q in known else 0.0 for q in range(len(continuations))]
         if not rows:
             return [min(1.0, x) for x in scores]
