@@ -436,8 +436,8 @@ class HFEngine(RunParts):
             if picks:
                 # From every length bucket at once: one scoring forward instead of one per bucket.
                 qs = [passes[pi][0][i] for pi, i in picks]
-                got_s = self._score(*self._gather(passes, picks), [continuations[q] for q in qs], temperature,
-                                    top_k, {j: known[q] for j, q in enumerate(qs) if q in known})
+                got_s = self._score(passes, picks, [continuations[q] for q in qs], temperature, top_k,
+                                    {j: known[q] for j, q in enumerate(qs) if q in known})
                 for q, sc in zip(qs, got_s):
                     scores[q] = sc
             out.scores = scores
@@ -471,12 +471,13 @@ class HFEngine(RunParts):
                 texts[passes[pi][0][i]] = t
         return texts
 
-    def _gather(self, passes: Sequence[tuple[list[int], tuple[Any, ...]]], picks: Sequence[tuple[int, int]]
-                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+    def _gather(self, passes: Sequence[tuple[list[int], tuple[Any, ...]]], picks: Sequence[tuple[int, int]],
+                room: int = 0) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
         """(logits, layers, mask, ends) of the rows `picks` ((pass, row in it)) of several prompt passes,
         as one batch. A pass's columns are right-aligned in the widest pass's (its layout keeps the last
         column last); the added columns on the left are masked, and zeroed (a NaN would leak through 0 x
-        NaN). Position ids come from `ends`, so the shift changes nothing the model sees."""
+        NaN). Position ids come from `ends`, so the shift changes nothing the model sees. With `room`,
+        each layer's buffers have that many free columns after the mask's (see kernels.cache_over)."""
         groups: dict[int, tuple[list[int], list[int]]] = {}
         for j, (pi, i) in enumerate(picks):
             groups.setdefault(pi, ([], []))[0].append(j)
@@ -487,8 +488,8 @@ class HFEngine(RunParts):
         logits = logits0.new_empty((n, logits0.shape[1]))
         mask = mask0.new_zeros((n, cols))
         ends = ends0.new_empty((n,))
-        layers = [(k.new_zeros((n, k.shape[1], cols, k.shape[3])), v.new_zeros((n, v.shape[1], cols, v.shape[3])))
-                  for k, v in layers0]
+        layers = [(k.new_empty((n, k.shape[1], cols + room, k.shape[3])),
+                   v.new_empty((n, v.shape[1], cols + room, v.shape[3]))) for k, v in layers0]
         for pi, (dst_l, src_l) in groups.items():
             lg, lay, mk, en = passes[pi][1]
             dst = torch.tensor(dst_l, device=logits.device)
@@ -496,8 +497,11 @@ class HFEngine(RunParts):
             c = mk.shape[1]
             logits[dst], mask[dst, cols - c:], ends[dst] = lg[src], mk[src], en[src]
             for (k_out, v_out), (k, v) in zip(layers, lay):
-                k_out[dst, :, cols - c:] = k[src]
-                v_out[dst, :, cols - c:] = v[src]
+                k_out[dst, :, cols - c: cols] = k[src]
+                v_out[dst, :, cols - c: cols] = v[src]
+                if c < cols:
+                    k_out[dst, :, : cols - c] = 0
+                    v_out[dst, :, : cols - c] = 0
         return logits, layers, mask, ends
 
     # -- the passes ----------------------------------------------------------------------------
@@ -667,22 +671,23 @@ class HFEngine(RunParts):
                 out.append(list(t))
         return out
 
-    def _score(self, logits, layers, mask, ends, continuations, temperature, top_k,
+    def _score(self, passes: Sequence[tuple[list[int], tuple[Any, ...]]], picks: Sequence[tuple[int, int]],
+               continuations: Sequence[Sequence[str]], temperature: float, top_k: int,
                known: dict[int, tuple[tuple[int, ...], float]] | None = None) -> list[float]:
-        """`known`: per question, a continuation's tokens and probability already computed (a draft)."""
+        """Per pick ((pass, row in it) of the prompt passes), the exact probability of its continuations.
+        `known`: per pick, a continuation's tokens and probability already computed (a draft)."""
         known = known or {}
         rows = [(q, t) for q, conts in enumerate(continuations) for t in self._to_score(conts, known.get(q))]
         scores = [known[q][1] if q in known else 0.0 for q in range(len(continuations))]
         if not rows:
             return [min(1.0, x) for x in scores]
         # Prune continuations whose first token is (nearly) out of reach: p(c) <= q(b_0) < SCORE_EPS.
-        first = token_prob(logits[torch.tensor([q for q, _ in rows], device=self.device)],
+        first = token_prob(torch.stack([passes[picks[q][0]][1][0][picks[q][1]] for q, _ in rows]),
                            torch.tensor([t[0] for _, t in rows], device=self.device), temperature, top_k)
         rows = [row for row, f in zip(rows, first.tolist()) if f >= SCORE_EPS]
         rows.sort(key=lambda row: len(row[1]))  # similar lengths per chunk: little padding to run
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start: start + self.batch_size]
-            qs = torch.tensor([q for q, _ in chunk], device=self.device)
             c = max(len(t) for _, t in chunk)
             ids = torch.full((len(chunk), c), self.pad_id, dtype=torch.long)
             cmask = torch.zeros((len(chunk), c), dtype=torch.long)
@@ -690,11 +695,13 @@ class HFEngine(RunParts):
                 ids[r, : len(t)] = torch.tensor(t)
                 cmask[r, : len(t)] = 1
             ids, cmask = ids.to(self.device), cmask.to(self.device)
-            pos = ends[qs][:, None] + torch.arange(c, device=self.device)[None]
-            past = new_cache([(k[qs], v[qs]) for k, v in layers])
-            res = self._forward(ids, torch.cat([mask[qs], cmask], 1), pos, past, c)
+            # The chunk's rows are copied once, from whichever length bucket they come, into buffers with
+            # room for the c continuation columns, which the forward writes in place.
+            logits, layers, mask, ends = self._gather(passes, [picks[q] for q, _ in chunk], room=c)
+            pos = ends[:, None] + torch.arange(c, device=self.device)[None]
+            res = self._forward(ids, torch.cat([mask, cmask], 1), pos, cache_over(layers, mask.shape[1]), c)
             # Row r's distribution before token j: the prompt's logits for j=0, else position j-1.
-            dists = torch.cat([logits[qs][:, None, :], res.logits.to(logits.dtype)], 1)  # [R, c+1, V]
+            dists = torch.cat([logits[:, None, :], res.logits.to(logits.dtype)], 1)  # [R, c+1, V]
             r_n, v = len(chunk), dists.shape[-1]
             flat = dists[:, :c, :].reshape(r_n * c, v)
             tp = token_prob(flat, ids.reshape(-1), temperature, top_k).reshape(r_n, c)
