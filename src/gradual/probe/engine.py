@@ -279,7 +279,7 @@ class HFEngine(RunParts):
             register_grouped_attention()
         self.grouped_attention = grouped_attention
         self.tokens_processed = 0  # running total, for the benchmark's efficiency figure
-        self._cont_tokens: dict[str, tuple[int, ...]] = {}  # continuation text -> tokens (run() and _score ask)
+        self._cont_tokens: dict[str, tuple[int, ...]] = {}  # continuation text -> tokens (one item, nex prompts)
         self.forward_calls = 0
         # Padding in the prompt passes: suffix tokens the rows need vs tokens run (benchmark figures).
         self.prompt_tokens_real = self.prompt_tokens_run = 0
@@ -424,26 +424,28 @@ class HFEngine(RunParts):
         if continuations is not None:
             wanted = set(chosen)
             scores: list[float | None] = [None] * n_q
-            known: dict[int, tuple[tuple[int, ...], float]] = {}  # by question
             picks: list[tuple[int, int]] = []  # (pass, row in it) with a continuation left to teacher-force
+            todo: list[list[list[int]]] = []  # per pick, those continuations' tokens
+            base: list[float] = []  # per pick, the probability already known (its draft's)
             for pi, ((rows, _), check) in enumerate(zip(passes, checks)):
                 for i, q in enumerate(rows):
                     if q not in wanted:
                         continue
                     # A continuation that was a row's draft already has its probability from the prompt pass.
+                    known = None
                     if check is not None and drafts is not None and drafts[q] in continuations[q] and check.tokens[i]:
-                        known[q] = (tuple(check.tokens[i]), check.scores[i])
-                    if self._to_score(continuations[q], known.get(q)):
+                        known = (tuple(check.tokens[i]), check.scores[i])
+                    seqs = self._to_score(continuations[q], known)
+                    if seqs:
                         picks.append((pi, i))
+                        todo.append(seqs)
+                        base.append(known[1] if known else 0.0)
                     else:
-                        scores[q] = min(1.0, known[q][1]) if q in known else 0.0
+                        scores[q] = min(1.0, known[1]) if known else 0.0
             if picks:
                 # From every length bucket at once: one scoring forward instead of one per bucket.
-                qs = [passes[pi][0][i] for pi, i in picks]
-                got_s = self._score(passes, picks, [continuations[q] for q in qs], temperature, top_k,
-                                    {j: known[q] for j, q in enumerate(qs) if q in known})
-                for q, sc in zip(qs, got_s):
-                    scores[q] = sc
+                for (pi, i), sc in zip(picks, self._score(passes, picks, todo, base, temperature, top_k)):
+                    scores[passes[pi][0][i]] = sc
             out.scores = scores
         out.tokens_processed = self.tokens_processed - before
         return out
@@ -676,13 +678,12 @@ class HFEngine(RunParts):
         return out
 
     def _score(self, passes: Sequence[tuple[list[int], tuple[Any, ...]]], picks: Sequence[tuple[int, int]],
-               continuations: Sequence[Sequence[str]], temperature: float, top_k: int,
-               known: dict[int, tuple[tuple[int, ...], float]] | None = None) -> list[float]:
-        """Per pick ((pass, row in it) of the prompt passes), the exact probability of its continuations.
-        `known`: per pick, a continuation's tokens and probability already computed (a draft)."""
-        known = known or {}
-        rows = [(q, t) for q, conts in enumerate(continuations) for t in self._to_score(conts, known.get(q))]
-        scores = [known[q][1] if q in known else 0.0 for q in range(len(continuations))]
+               todo: Sequence[Sequence[list[int]]], base: Sequence[float], temperature: float,
+               top_k: int) -> list[float]:
+        """Per pick ((pass, row in it) of the prompt passes), `base` (the probability already known, e.g.
+        its draft's) plus the exact probability of each token sequence in `todo` (see _to_score)."""
+        rows = [(q, t) for q, seqs in enumerate(todo) for t in seqs]
+        scores = list(base)
         if not rows:
             return [min(1.0, x) for x in scores]
         # Prune continuations whose first token is (nearly) out of reach: p(c) <= q(b_0) < SCORE_EPS.
