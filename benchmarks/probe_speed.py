@@ -1,8 +1,9 @@
 """Probe speed: the naive baseline vs the sample and exact estimators, in one run, on one machine.
 
 Run as: .venv/bin/python benchmarks/probe_speed.py [--items 30] [--exact-items 100] [--naive-items 1]
-        [--strong-items 3] [--threads 1] [--seed 0]
-The defaults fit the issue's 10-minute budget on a 2-core AVX2 CPU (fp32): about 9 minutes there.
+        [--strong-items 2] [--threads 1] [--seed 0]
+The defaults fit the issue's 10-minute budget on a 2-core AVX2 CPU (fp32): 8m20s there (with 3 strong
+items, 8m23s to 9m50s, depending on how busy the host was: hence 2).
 
 Setup: the embedded default model (smollm2-135m, placed by gradual.models.choose_placement), a fixed
 sample of `--exact-items` items of the world benchmark's train split (gradual.data.world.build_world,
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                     "subset of the exact rows' items")
     ap.add_argument("--exact-items", type=int, default=100, help="items probed by the exact estimator, with and "
                     "without early exit (at least --items)")
-    ap.add_argument("--strong-items", type=int, default=3, help="items timed for the strong baseline")
+    ap.add_argument("--strong-items", type=int, default=2, help="items timed for the strong baseline (~70 s each "
+                    "on a 2-core AVX2 CPU)")
     ap.add_argument("--naive-items", type=int, default=1, help="items timed for the naive baseline")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
