@@ -64,22 +64,23 @@ class _PreallocatedLayer(DynamicLayer):
     def __init__(self, k: torch.Tensor, v: torch.Tensor, room: int) -> None:
         super().__init__()
         b, h, n, d = k.shape
-        self._k = k.new_empty((b, h, n + room, d))
-        self._v = v.new_empty((b, v.shape[1], n + room, v.shape[3]))
-        self._k[:, :, :n], self._v[:, :, :n] = k, v
-        self._n, self._room = n, max(room, 1)
-        self.dtype, self.device, self.is_initialized = k.dtype, k.device, True
-        self._view()
+        kb = k.new_empty((b, h, n + room, d))
+        vb = v.new_empty((b, v.shape[1], n + room, v.shape[3]))
+        kb[:, :, :n], vb[:, :, :n] = k, v
+        self._attach(kb, vb, n)
 
     @classmethod
     def over(cls, k: torch.Tensor, v: torch.Tensor, n: int) -> "_PreallocatedLayer":
         """A layer over buffers the caller filled up to column n: no copy."""
         layer = cls.__new__(cls)
         DynamicLayer.__init__(layer)
-        layer._k, layer._v, layer._n, layer._room = k, v, n, max(k.shape[2] - n, 1)
-        layer.dtype, layer.device, layer.is_initialized = k.dtype, k.device, True
-        layer._view()
+        layer._attach(k, v, n)
         return layer
+
+    def _attach(self, k: torch.Tensor, v: torch.Tensor, n: int) -> None:
+        self._k, self._v, self._n, self._room = k, v, n, max(k.shape[2] - n, 1)
+        self.dtype, self.device, self.is_initialized = k.dtype, k.device, True
+        self._view()
 
     def _view(self) -> None:
         self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
@@ -106,15 +107,18 @@ class _PreallocatedLayer(DynamicLayer):
 def cache_over(buffers: Sequence[tuple[torch.Tensor, torch.Tensor]], filled: int) -> Any:
     """A DynamicCache over preallocated (keys, values) buffers whose first `filled` columns hold the
     cache: the forward writes its new columns in place instead of concatenating a copy of it all."""
-    cache = DynamicCache.__new__(DynamicCache)
-    Cache.__init__(cache, layers=[_PreallocatedLayer.over(k, v, filled) for k, v in buffers])
-    return cache
+    return _cache_of([_PreallocatedLayer.over(k, v, filled) for k, v in buffers])
 
 
 def new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], room: int = 0) -> Any:
     """A DynamicCache holding copies of `layers`; with `room`, free slots per row are preallocated."""
     if room <= 0:
         return DynamicCache(ddp_cache_data=list(layers))
+    return _cache_of([_PreallocatedLayer(k, v, room) for k, v in layers])
+
+
+def _cache_of(layers: list[_PreallocatedLayer]) -> Any:
+    """A DynamicCache made of these layers (DynamicCache's own constructor would build DynamicLayers)."""
     cache = DynamicCache.__new__(DynamicCache)
-    Cache.__init__(cache, layers=[_PreallocatedLayer(k, v, room) for k, v in layers])
+    Cache.__init__(cache, layers=layers)
     return cache
