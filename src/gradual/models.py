@@ -122,6 +122,19 @@ def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
+def converted_dir(name: str) -> Path:
+    """Where an embedded model's converted folder lives: one per transformers major version.
+
+    A folder saved by transformers 5 spells the RoPE base as `rope_parameters`, which transformers 4
+    does not read: it would load that folder silently with its default rope_theta (10,000 instead of
+    SmolLM2's 100,000) and answer nonsense. Two environments sharing one cache (CI tests both) must not
+    share the folder."""
+    import importlib.metadata
+
+    major = importlib.metadata.version("transformers").split(".", 1)[0]
+    return cache_dir() / "models" / f"{name}-transformers{major}"
+
+
 # Background conversions started by start_embedded_conversion, by model name (this process's own).
 _CONVERSIONS: dict[str, subprocess.Popen] = {}
 
@@ -137,17 +150,17 @@ def start_embedded_conversion(name: str) -> None:
     """Start converting an embedded model in a child process if its cache folder is missing, without
     waiting: `gradual run` calls this before its imports (torch, transformers, peft: ~10 s on a 2-core
     CPU), which then overlap the ~25 s conversion. embedded_model_dir waits for it."""
-    if name not in _EMBEDDED or name in _CONVERSIONS or (cache_dir() / "models" / name / "config.json").exists():
+    if name not in _EMBEDDED or name in _CONVERSIONS or (converted_dir(name) / "config.json").exists():
         return
     embedded_gguf(name)  # a missing package fails here, with its own message
-    log.info("converting %s to %s (once, in the background)", name, cache_dir() / "models" / name)
+    log.info("converting %s to %s (once, in the background)", name, converted_dir(name))
     _CONVERSIONS[name] = subprocess.Popen(_conversion_command(name))  # its progress bar goes to our stderr
 
 
 def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     """The cached safetensors folder of an embedded model, converting the GGUF on first use (or waiting
     for the conversion start_embedded_conversion began)."""
-    out = cache_dir() / "models" / name
+    out = converted_dir(name)
     proc = _CONVERSIONS.pop(name, None)
     if proc is None:
         if (out / "config.json").exists():
@@ -166,11 +179,12 @@ def convert_embedded(name: str) -> Path:
     child process)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = cache_dir() / "models" / name
+    out = converted_dir(name)
     gguf = embedded_gguf(name)
     _parse_gguf_once()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 **dense_gguf_kwargs())
     # Write to a temp folder and rename, so a killed conversion never leaves a half folder.
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +196,25 @@ def convert_embedded(name: str) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def dense_gguf_kwargs() -> dict[str, Any]:
+    """from_pretrained arguments that load a GGUF file as plain dense weights, in every supported version.
+
+    transformers 4 always de-quantizes a GGUF file. transformers 5 can keep the blocks packed
+    (GgufLinear) and, even where it unpacks every weight, leaves the GGUF quantizer on the model unless
+    asked for dense weights up front, so save_pretrained raises "quantized with gguf and is not
+    serializable". GgufConfig(dequantize=True) asks for them: the conversion is then byte-identical to
+    transformers 4's (all 272 tensors of SmolLM2-135M) and the saved folder has no quantization_config."""
+    import inspect
+
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers 4: no such class, and nothing to ask for
+        return {}
+    if "dequantize" not in inspect.signature(GgufConfig).parameters:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
 
 def _parse_gguf_once() -> None:
@@ -212,7 +245,10 @@ def _from_pretrained(path: str, dtype: torch.dtype, kw: dict[str, Any]) -> tuple
     # transformers 5 draws a tqdm "Loading weights" bar per load; our output is rich and a load of a
     # small model takes seconds, so the bar is only noise between our lines.
     hf_logging.disable_progress_bar()
-    return load_tokenizer(path, **kw), AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    # A .gguf spec is loaded dense too: a model still carrying transformers 5's GGUF quantizer can be
+    # neither trained (peft refuses it) nor saved.
+    model_kw = {**kw, **dense_gguf_kwargs()} if "gguf_file" in kw else kw
+    return load_tokenizer(path, **kw), AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **model_kw)
 
 
 @dataclass

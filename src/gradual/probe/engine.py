@@ -56,6 +56,7 @@ teacher-forcing pass for answers the model cannot reach.
 
 from __future__ import annotations
 
+import inspect
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -162,6 +163,24 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]], max_len: int) -> int:
     while n < max_len and all(seq[n] == seqs[0][n] for seq in seqs):
         n += 1
     return n
+
+
+def cache_argument(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: `cache` in transformers 5 models that renamed
+    it (`past_key_values` warns there, and goes in 5.40), `past_key_values` in transformers 4 and in
+    architectures not yet renamed. Read from the signature, not the version, for both kinds."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    try:
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(res: Any) -> Any:
+    """The KV cache of a forward's output, under either version's field name (5's `past_key_values`
+    property warns)."""
+    return res["cache"] if "cache" in res else res.past_key_values
 
 
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -284,6 +303,7 @@ class HFEngine(RunParts):
         # Padding in the prompt passes: suffix tokens the rows need vs tokens run (benchmark figures).
         self.prompt_tokens_real = self.prompt_tokens_run = 0
         self.bucket_cost = bucket_cost  # tokens one more prompt batch is worth (see _buckets)
+        self._cache_arg = cache_argument(model)
 
     # -- tokenization -----------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -299,8 +319,8 @@ class HFEngine(RunParts):
         if self.grouped_attention:
             cfg._attn_implementation = ATTN_NAME
         try:
-            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
-                              use_cache=True, logits_to_keep=keep)
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                              logits_to_keep=keep, **{self._cache_arg: past})
         finally:
             cfg._attn_implementation = saved
 
@@ -333,8 +353,8 @@ class HFEngine(RunParts):
                 ids[r, width - len(q):] = torch.tensor(q)
                 mask[r, width - len(q):] = 1
                 pos[r, width - len(q):] = torch.arange(len(q))
-            layers = _layers(self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), None, 1)
-                             .past_key_values)
+            layers = _layers(_out_cache(self._forward(ids.to(self.device), mask.to(self.device),
+                                                      pos.to(self.device), None, 1)))
             for r, (key, q) in enumerate(zip(chunk, seqs)):
                 n = len(q)
                 out[key] = (n, [(k[r: r + 1, :, width - n:].clone(), v[r: r + 1, :, width - n:].clone())
@@ -648,7 +668,7 @@ class HFEngine(RunParts):
                     stacked.append((k, v))
                 past = cache_over(stacked, p)
         res = self._forward(ids.to(self.device), mask.to(self.device), pos.to(self.device), past, nd + 1)
-        layers = _layers(res.past_key_values)
+        layers = _layers(_out_cache(res))
         # Row r's prompt ends nd - len(draft_r) columns before the kept block's last column.
         # Model dtype: argmax and top-k need no fp32 copy of the vocab.
         off = torch.tensor([nd - len(d) for d in dt], device=self.device)
@@ -775,7 +795,7 @@ class HFEngine(RunParts):
                 alive, nxt, cur_mask, cur_pos = alive[keep], nxt[keep], cur_mask[keep], cur_pos[keep]
             cur_mask = torch.cat([cur_mask, torch.ones_like(cur_mask[:, :1])], 1)
             res = self._forward(nxt[:, None], cur_mask, cur_pos[:, None], cache, 1)
-            cache = res.past_key_values
+            cache = _out_cache(res)
             cur_logits = res.logits[:, -1, :]
             cur_pos = cur_pos + 1
         seqs = [gen[r, : int(lengths[r])].tolist() for r in range(n)]
