@@ -115,3 +115,15 @@ def run_cli(*args: str, cwd: Path | None = None) -> Result:
         sys.argv = old_argv
         os.chdir(old_cwd)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def two_stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model folder, dataset folder) of the two-stage fixture (tests/test_two_stage.py), built once per session."""
+    from tests.test_two_stage import FIXTURE_SEED, build_two_stage_model, dataset_rows
+
+    root = tmp_path_factory.mktemp("two-stage")
+    rows = dataset_rows()
+    for split, items in rows.items():
+        write_jsonl(root / "data" / f"{split}.jsonl", items)
+    return build_two_stage_model(root / "model", rows, seed=FIXTURE_SEED), root / "data"

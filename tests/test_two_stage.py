@@ -40,7 +40,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import write_jsonl
 
 EUROPE, ASIA = "Europe", "Asia"
 RELATIONS = {  # relation -> question template
@@ -211,16 +210,6 @@ def build_two_stage_model(out: Path, rows: dict[str, list[dict[str, Any]]], seed
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def two_stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model folder, dataset folder), built once per session."""
-    root = tmp_path_factory.mktemp("two-stage")
-    rows = dataset_rows()
-    for split, items in rows.items():
-        write_jsonl(root / "data" / f"{split}.jsonl", items)
-    return build_two_stage_model(root / "model", rows, seed=FIXTURE_SEED), root / "data"
 
 
 @pytest.fixture

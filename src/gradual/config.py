@@ -35,7 +35,8 @@ class ProbeConfig:
     repeat: int = 0  # extra probes with fresh exemplar seeds, to measure chance category flips
     cache: bool = True
     # Every prompt, sample and score for every item (the paper's full estimates). Off: each item stops
-    # at the evidence that settles its category; the categories are the same, the work far less.
+    # at the evidence that settles its category; the categories are the same in fp32, the work far less
+    # (in bf16 a few items near a threshold can differ: see gradual.probe.engine).
     full: bool = False
     # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
     backend: Literal["hf", "vllm"] = "hf"
@@ -255,6 +256,12 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     for key, val in (overrides or {}).items():
         if val is not None:
             set_dotted(data, key, val)
+    return config_from_mapping(data, str(path) if path else "")
+
+
+def config_from_mapping(data: dict[str, Any], src: str = "") -> RunConfig:
+    """A RunConfig from a mapping (a YAML file's, or the `config` a run folder's config.yaml records),
+    validated at once; `src` names where it came from in the error."""
     errors: list[str] = []
     cfg = _build(RunConfig, data, "", errors)
     # Range and strategy checks skip values of the wrong type (already reported above), so a config
@@ -262,8 +269,7 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     _ranges(cfg, errors)
     _known_strategy(cfg, errors)
     if errors:
-        src = f"{path}: " if path else ""
-        raise UserError(src + "invalid config:\n  " + "\n  ".join(errors))
+        raise UserError((f"{src}: " if src else "") + "invalid config:\n  " + "\n  ".join(errors))
     return cfg
 
 

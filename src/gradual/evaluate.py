@@ -180,9 +180,13 @@ def evaluate_file(
     max_new_tokens: int = 16,
     progress: bool = True,
     backend: str = "hf",
+    run: str | Path | None = None,
+    stage: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (plus adapter) on an items file; write OUT.json and OUT.predictions.jsonl.
 
+    `run` (a finished run folder) evaluates its weights after `stage` (default: the last), rebuilt as
+    the run rebuilt them for its own test evaluation, in its prompt format (train.chat).
     Inputs are checked before the model loads, so a typo costs no loading time.
     """
     from gradual.atomic import write_json, write_jsonl
@@ -197,6 +201,18 @@ def evaluate_file(
         raise UserError(f"--out: {out_p}: expected a .json path")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    rw = None
+    if run is not None:
+        from gradual.merge import finished_run
+
+        if adapter is not None:
+            raise UserError("--run: give either --run (a run's own weights) or --model/--adapter, not both")
+        if backend != "hf":
+            raise UserError(f"--backend {backend}: --run evaluates a run's rebuilt weights with the hf backend")
+        rw = finished_run(run, stage)
+        model, chat = rw.cfg.model, chat or rw.cfg.train.chat
+    elif stage is not None:
+        raise UserError("--stage: only with --run")
     from gradual.probe.backends import backend_errors, backend_identity
 
     bad = backend_errors(backend, "sample", 1)  # eval decodes greedily: only the backend's presence matters
@@ -213,13 +229,18 @@ def evaluate_file(
         from gradual.probe.backends import vllm_model
 
         lm: Any = vllm_model(model, adapter=adapter, dtype=dtype)
+    elif rw is not None:
+        from gradual.merge import load_run_model
+
+        lm = load_run_model(rw, device, dtype)
     else:
         lm = load_model(model, device, dtype)
         if adapter is not None:
             apply_adapter(lm, adapter)
     result = evaluate_items(lm, items, cats, chat=chat, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, progress=progress, backend=backend)
-    summary = {"model": model, "adapter": str(adapter) if adapter is not None else None, "data": str(data_p),
+    summary = {"model": model, "adapter": str(adapter) if adapter is not None else None,
+               **({"run": str(rw.run), "stage": rw.stage} if rw is not None else {}), "data": str(data_p),
                "categories": str(categories) if categories is not None else None, "chat": chat,
                "backend": backend_identity(backend), **result.to_dict()}
     if dist.is_main():  # every rank holds the same result; one writes it

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -310,7 +311,10 @@ def model_fingerprint(model: Any) -> str:
     h.update(type(model).__name__.encode())
     cfg = getattr(model, "config", None)
     if cfg is not None:
-        h.update(cfg.to_json_string(use_diff=False).encode())
+        # What the weights compute, not where they were loaded from or which version wrote them: the same
+        # weights loaded from two folders (two caches, a merged copy) must get one fingerprint.
+        fields = {k: v for k, v in cfg.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+        h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, t in model.state_dict().items():
             flat = t.detach().reshape(-1)

@@ -127,7 +127,7 @@ class Pipeline:
         for k in range(start + 1, stages + 1):
             adapter = self.out / "stages" / f"stage{k}" / ADAPTER_DIR
             if adapter.exists():
-                lm.model = _merge_adapter(lm.model, adapter, lm.placement.dtype)
+                lm.model = merge_adapter(lm.model, adapter, lm.placement.dtype)
         return lm
 
     # -- probe -----------------------------------------------------------------------------
@@ -296,12 +296,14 @@ class Pipeline:
                 "process_wall_s": round(time.time() - self.t0, 1)}
 
 
-def _merge_adapter(model: Any, adapter: Path, dtype: Any) -> Any:
+def merge_adapter(model: Any, adapter: Path, dtype: Any) -> Any:
     from peft import PeftModel
 
     from gradual.models import contiguous_head_input
+    from gradual.train.compat import quiet_peft
 
-    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.to(dtype)
     model.eval()
     return contiguous_head_input(model)

@@ -1,7 +1,8 @@
 """`gradual eval`: greedy exact match of a model (plus an optional LoRA adapter) on an items file.
 
-Run as: gradual eval --model smollm2-135m --adapter runs/x/stages/stage2/adapter \
+Run as: gradual eval --model smollm2-135m --adapter runs/x/stages/stage1/adapter \
             --data data/world/test.jsonl --categories runs/x/probe/base_test.jsonl --out eval.json
+        gradual eval --run runs/x [--stage N] --data data/world/test.jsonl --out eval.json
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gradual.model_spec import DEFAULT_MODEL
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
@@ -19,8 +21,12 @@ console = Console(quiet=not is_main())
 
 
 def eval_command(
-    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="PEFT adapter folder to apply (merged for eval)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A finished run folder: evaluate its fine-tuned weights "
+                                       "(the ones its own test evaluation used), in its prompt format."),
+    stage: Optional[int] = typer.Option(None, "--stage", min=0, help="With --run: the weights after this stage "
+                                        "(0 = the base model; default: the last)."),
     data: Path = typer.Option(..., "--data", help="Items JSONL to evaluate on."),
     out: Path = typer.Option(..., "--out", help="Aggregate JSON; per-item predictions go to OUT.predictions.jsonl."),
     categories: Optional[Path] = typer.Option(None, "--categories", help="Probe JSONL: accuracy by category and hallucination rate."),
@@ -30,18 +36,19 @@ def eval_command(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
     backend: str = typer.Option("hf", "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
-                                "'gradual[vllm]'; --adapter then rides on a LoRA request where vLLM allows)."),
+                                "'gradual\\[vllm]'; --adapter then rides on a LoRA request where vLLM allows)."),
 ) -> None:
     """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
     from gradual.model_spec import check_model_spec
 
-    check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
+    if run is None:
+        check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.evaluate import evaluate_file, predictions_path
     from gradual.console import print_eval
 
     summary = evaluate_file(model, data, out, adapter=adapter, categories=categories, chat=chat, device=device,
                             dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            backend=backend)
+                            backend=backend, run=run, stage=stage)
     print_eval(summary, console)
     console.print(f"[dim]wrote {out} and {predictions_path(out)}[/]")
 

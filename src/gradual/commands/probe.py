@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gradual.model_spec import DEFAULT_MODEL
 from gradual.config import ProbeConfig
 from gradual.distributed import is_main
 
@@ -29,7 +30,7 @@ _D = ProbeConfig()
 def probe_cmd(
     data: Path = typer.Option(..., "--data", help="Items to probe: a JSONL file or a dataset folder (train split)."),
     out: Path = typer.Option(..., "--out", help="Output rows (JSONL); the summary goes beside it as .summary.json."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplars", help="Exemplar pool JSONL (default: dev split of a "
                                              "dataset folder, else the probed items)."),
     estimator: str = typer.Option(_D.estimator, "--estimator", help="sample (the paper's protocol) or exact."),
@@ -51,7 +52,7 @@ def probe_cmd(
     dtype: str = typer.Option("auto", "--dtype"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     backend: str = typer.Option(_D.backend, "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
-                                "'gradual[vllm]'; --device is ignored, vLLM uses the GPU)."),
+                                "'gradual\\[vllm]'; --device is ignored, vLLM uses the GPU)."),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
     from gradual.model_spec import check_model_spec

@@ -14,6 +14,9 @@ import typer
 from rich.console import Console
 
 from gradual.distributed import is_main
+from gradual.strategies import STRATEGIES
+
+STRATEGY_HELP = "One of: " + ", ".join(STRATEGIES) + " (README: Strategies)."
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
@@ -22,7 +25,7 @@ console = Console(quiet=not is_main())
 def run(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (configs/default.yaml)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create (or continue with --resume)."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="gradual, frontier, all, maybeknown, known, no-unknown, random."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help=STRATEGY_HELP),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec (default smollm2-135m)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (train/dev/test.jsonl)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gradual.model_spec import DEFAULT_MODEL
 from gradual.config import Stage2Config, TrainConfig, range_errors
 from gradual.distributed import is_main
 from gradual.errors import UserError
@@ -28,7 +29,7 @@ _D = TrainConfig()
 def train(
     data: Path = typer.Option(..., "--data", help="Training items (JSONL)."),
     out: Path = typer.Option(..., "--out", help="Stage folder to write (adapter/, metrics.jsonl, train_items.jsonl)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Model spec."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="Dev items (JSONL) for per-epoch exact match and early stopping."),
     lora: bool = typer.Option(_D.lora, "--lora/--full", help="LoRA on all linear layers, or full fine-tuning."),
     epochs: int = typer.Option(_D.epochs, "--epochs"),

@@ -37,8 +37,18 @@ HFEngine, how it is fast (each measured; see benchmarks/probe_speed.py):
     whose masked path on CPU is ~10x slower at these shapes.
   - Only the top-k logits are converted to fp32; argmax runs on the model's dtype.
 
-Sampling is reproducible per row and independent of batching: row r's t-th uniform draw is a hash of
-(row key, t), and a token is drawn by inverse CDF over the tempered top-k distribution.
+Sampling is reproducible per row: row r's t-th uniform draw is a hash of (row key, t), whatever batch
+the row lands in, and a token is drawn by inverse CDF over the tempered top-k distribution. What the
+draw is applied to, the row's logits, is batch-independent in fp32 only:
+  - fp32: a row's logits are the same whatever it is batched with, so early exit, --full and any
+    batch size give identical greedy answers, samples and categories (tests/test_probe.py checks it
+    on the real model; benchmarks/dtype_agreement.py: 0 of 100 world items differ).
+  - bf16 (CPUs with native bf16, GPUs): the matmul kernels' blocking follows the batch's shape, so a
+    row's logits move at bf16 resolution with its batch, and a sample near an inverse-CDF boundary or
+    a greedy argmax between near-tied tokens can come out the other way. Categories stay
+    deterministic for the same batches, but early exit vs --full moved 3 of 100 world items and batch
+    size 256 vs 16 moved 4 (sample estimator, AVX512 CPU; 13 of ~1,000 greedy answers differed).
+    Force `--dtype fp32` where identical categories across settings matter more than speed.
 
 Exact probabilities (score): for a continuation c (e.g. " Paris", the answer as
 gradual.prompts.answer_continuation writes it, without the stop) with canonical tokens b_0..b_{m-1}:

@@ -45,7 +45,8 @@ RULES = {
              "that prompt i yields a correct answer; p_sample = mean p_i; Unknown: otherwise.",
 }
 # What the row's numbers mean when prompts stop as soon as the category is settled (the default; --full
-# computes every prompt). The categories are those of --full: only evidence that cannot change them is skipped.
+# computes every prompt). The categories are those of --full: only evidence that cannot change them is skipped
+# (exactly so in fp32; in bf16 other batches give a row slightly other logits, see gradual.probe.engine).
 RULES_EARLY_EXIT = (
     "Prompts are used in order until the category is settled: an item is MaybeKnown at its first pair of "
     "one right and one wrong greedy answer; HighlyKnown and all-wrong items use all nex prompts. Samples "

@@ -52,7 +52,7 @@ from gradual.data.items import Item, seeded_subset
 from gradual.probe.engine import greedy_answers
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
-from gradual.train.compat import tensorboard_dir, training_args
+from gradual.train.compat import quiet_peft, tensorboard_dir, training_args
 from gradual.train.data import Collator, EncodedDataset, encode_item, sample_replay
 from gradual.train.precision import choose_precision
 from gradual.train.trackers import check_report_to, end_runs, parse_report_to
@@ -237,7 +237,8 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     if config.lora:
         lora_cfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                               target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora_cfg)
+        with quiet_peft():
+            model = get_peft_model(model, lora_cfg)
     lm.model = model
 
     rows = [encode_item(it, tok, fmt) for it in [*train_items, *replay]]
