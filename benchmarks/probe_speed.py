@@ -158,7 +158,8 @@ def strong_probe(lm, items: list[Item], pool: list[Item], cfg: ProbeConfig, batc
     try:
         for start in range(0, len(prompts), batch):
             chunk = prompts[start: start + batch]
-            enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False,
+                      return_token_type_ids=False).to(model.device)  # some tokenizers add them; generate refuses
             n = enc["input_ids"].shape[1]
             g = model.generate(**enc, do_sample=False, max_new_tokens=cfg.max_new_tokens,
                                pad_token_id=tok.pad_token_id, stop_strings=["\n"], tokenizer=tok)

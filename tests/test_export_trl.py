@@ -37,10 +37,18 @@ def test_sft_trainer_trains_one_step_on_the_export(fmt: str, tiny_model_dir: Pat
     if fmt == "chat":
         tok.chat_template = CHAT_TEMPLATE
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # bf16 off: SFTConfig turns it on where the CPU has it, and the mixed precision it gives accelerate's
+    # process-wide AcceleratorState would then carry over into every later Trainer of this test process.
     args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2,
-                         learning_rate=1e-2, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
+                         learning_rate=1e-2, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1,
+                         bf16=False, fp16=False)
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert trainer.state.global_step == 1
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     batch = trainer.data_collator([trainer.train_dataset[0]])

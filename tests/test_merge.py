@@ -56,7 +56,7 @@ def _plain_answers(model: Any, tok: Any, rows: dict[str, dict[str, Any]]) -> dic
     fmt = FinetuneFormat()
     out = {}
     for i, r in rows.items():
-        enc = tok(fmt.prompt(r["question"]), return_tensors="pt", add_special_tokens=False)
+        enc = tok(fmt.prompt(r["question"]), return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
         with torch.no_grad():
             g = model.generate(**enc, do_sample=False, max_new_tokens=16, pad_token_id=tok.pad_token_id)
         out[i] = extract_answer(tok.decode(g[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
