@@ -121,3 +121,18 @@ def test_default_model_knows_paris() -> None:
 
     lm = load_model("smollm2-135m")
     assert few_shot_answers(lm, ["What is the capital of France?"]) == ["Paris"]
+
+
+def test_bf16_is_not_picked_where_torch_dispatches_avx2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATEN_CPU_CAPABILITY=avx2 (how an AVX2-only CPU is emulated) makes bf16 ~7x slower than fp32 even
+    on a CPU whose flags list avx512_bf16: placement must follow torch's dispatch, not the flags alone."""
+    import torch
+
+    from gradual import models
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    models.cpu_has_bf16.cache_clear()
+    try:
+        assert models.choose_placement("cpu").dtype == torch.float32
+    finally:
+        models.cpu_has_bf16.cache_clear()

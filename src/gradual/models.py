@@ -54,7 +54,12 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     words = set(flags.split())
-    return bool(words & {"avx512_bf16", "amx_bf16"}) or ("Features" in flags and "bf16" in words)
+    if words & {"avx512_bf16", "amx_bf16"}:
+        # The flags say what the CPU has; torch's dispatch says what runs. Under ATEN_CPU_CAPABILITY=avx2
+        # (or a torch built without AVX-512 kernels) bf16 is converted to fp32 in every matmul, as on an
+        # AVX2-only CPU, so fp32 is the fast choice there too.
+        return cpu_isa() not in ("DEFAULT", "AVX", "AVX2")
+    return "Features" in flags and "bf16" in words
 
 
 def cpu_isa() -> str:
