@@ -201,18 +201,15 @@ def evaluate_file(
         raise UserError(f"--out: {out_p}: expected a .json path")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    from gradual.merge import check_run_flags, finished_run
+
+    check_run_flags(run, stage, adapters=[adapter] if adapter is not None else [])
     rw = None
     if run is not None:
-        from gradual.merge import finished_run
-
-        if adapter is not None:
-            raise UserError("--run: give either --run (a run's own weights) or --model/--adapter, not both")
         if backend != "hf":
             raise UserError(f"--backend {backend}: --run evaluates a run's rebuilt weights with the hf backend")
         rw = finished_run(run, stage)
         model, chat = rw.cfg.model, chat or rw.cfg.train.chat
-    elif stage is not None:
-        raise UserError("--stage: only with --run")
     from gradual.probe.backends import backend_errors, backend_identity
 
     bad = backend_errors(backend, "sample", 1)  # eval decodes greedily: only the backend's presence matters

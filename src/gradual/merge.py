@@ -42,6 +42,14 @@ class RunWeights:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def check_run_flags(run: Any, stage: int | None, *, adapters: Sequence[Any] = (), other_model: bool = False) -> None:
+    """The flags that pick weights: --run (with --stage) or --model (with --adapter), never both."""
+    if run is not None and (adapters or other_model):
+        raise UserError("--run: give either --run (a run's own weights) or --model/--adapter, not both")
+    if run is None and stage is not None:
+        raise UserError("--stage: only with --run")
+
+
 def finished_run(run: str | Path, stage: int | None = None, flag: str = "--run") -> RunWeights:
     """Check that `run` is a finished run folder with stage `stage` (default: its last) and read its config."""
     from gradual.config import config_from_mapping

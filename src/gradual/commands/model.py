@@ -28,20 +28,17 @@ def load_for(model: str, run: Optional[Path], stage: Optional[int], adapters: li
              device: str, dtype: str) -> tuple[object, str]:
     """The model a command asked for: a run's weights after a stage, or a spec with adapters merged in
     order; also a line saying what it is. --run and --model/--adapter are exclusive."""
-    from gradual.errors import UserError
+    from gradual.merge import check_run_flags
     from gradual.model_spec import check_model_spec
 
+    check_run_flags(run, stage, adapters=adapters, other_model=model != DEFAULT_MODEL)
     if run is not None:
-        if adapters or model != DEFAULT_MODEL:
-            raise UserError("--run: give either --run (a run's own weights) or --model/--adapter, not both")
         from gradual.merge import finished_run, load_run_model
 
         rw = finished_run(run, stage)
         check_model_spec(rw.cfg.model)
         lm = load_run_model(rw, device, dtype)
         return lm, f"run {run} after stage {rw.stage} of {rw.stages} ({rw.cfg.strategy}, base {rw.cfg.model})"
-    if stage is not None:
-        raise UserError("--stage: only with --run")
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.merge import load_with_adapters
 
@@ -89,16 +86,13 @@ def merge(
     after stage N is the base with stages 1..N merged in order: this writes exactly those weights (the
     ones the run re-probed and evaluated), loadable with AutoModelForCausalLM.from_pretrained."""
     from gradual.errors import UserError
-    from gradual.merge import check_out, merge_adapters, merge_run
+    from gradual.merge import check_out, check_run_flags, merge_adapters, merge_run
 
     check_out(out, force)
+    check_run_flags(run, stage, adapters=adapter, other_model=model != DEFAULT_MODEL)
     if run is not None:
-        if adapter or model != DEFAULT_MODEL:
-            raise UserError("--run: give either --run (a run's own weights) or --model/--adapter, not both")
         path = merge_run(run, out, stage=stage, force=force, device=device, dtype=dtype)
     else:
-        if stage is not None:
-            raise UserError("--stage: only with --run")
         if not adapter:
             raise UserError("--adapter: give at least one adapter to merge into --model, or --run DIR")
         from gradual.model_spec import check_model_spec
