@@ -77,6 +77,22 @@ def test_config_reports_every_error(tmp_path: Path) -> None:
     assert cfg.probe.nex == 3 and cfg.seed == 7
 
 
+def test_run_identity_fills_defaults_and_ignores_where_a_run_reports() -> None:
+    from gradual.config import run_identity, to_dict
+
+    cfg = load_run_config(None, {"probe.nex": 3, "seed": 7})
+    recorded = to_dict(cfg)
+    # A config recorded before a field existed (here: probe.backend) is the same run while that field
+    # holds its default; so is one that reported elsewhere.
+    del recorded["probe"]["backend"]
+    recorded["train"]["report_to"] = "tensorboard"
+    assert run_identity(recorded) == run_identity(cfg)
+    recorded["probe"]["backend"] = "vllm"
+    assert run_identity(recorded) != run_identity(cfg)
+    assert run_identity({"probe": {"nex": "ten"}}) != run_identity(cfg)  # unreadable: matches nothing
+    assert run_identity({}) != run_identity(load_run_config(None))  # a record without a config is no run
+
+
 def test_few_shot_answers_are_what_the_model_learned(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> None:
     """`gradual model ask` on a model that memorized FACTS behind the sanity few-shot prefix gives
     exactly those answers, batched (left-padded, lengths differ) and in the order asked."""

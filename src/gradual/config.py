@@ -7,11 +7,12 @@ Validation reports every bad key or value in one UserError, before any model is 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Mapping, get_args, get_origin
 
 import yaml
 
@@ -19,11 +20,18 @@ from gradual.errors import UserError
 from gradual.strategies import STRATEGIES
 
 
+# The probe's estimators and backends: these Literals are the one list (validation, help, flags).
+Estimator = Literal["sample", "exact"]
+Backend = Literal["hf", "vllm"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
 @dataclass
 class ProbeConfig:
     """SliCK probe settings; defaults are the paper's protocol (PAPER.md §1)."""
 
-    estimator: Literal["sample", "exact"] = "sample"
+    estimator: Estimator = "sample"
     nex: int = 10  # few-shot prompts (exemplar sets) per question
     shots: int = 4  # exemplars per prompt
     samples: int = 16  # sampled answers per prompt
@@ -39,7 +47,7 @@ class ProbeConfig:
     # (in bf16 a few items near a threshold can differ: see gradual.probe.engine).
     full: bool = False
     # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Backend = "hf"
 
 
 @dataclass
@@ -275,3 +283,20 @@ def config_from_mapping(data: dict[str, Any], src: str = "") -> RunConfig:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def run_identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run (a resume, a finished run a compare reuses): the resolved
+    config with every field filled in, so a config recorded before a field existed matches one that
+    holds that field's default; without train.report_to, since where a run reports is not what it
+    computes. A recorded config this version cannot read matches nothing but itself."""
+    if not isinstance(config, RunConfig):
+        if not isinstance(config, Mapping) or not config:
+            return {"unreadable": repr(config)}
+        try:
+            config = config_from_mapping(copy.deepcopy(dict(config)))
+        except UserError:
+            return {"unreadable": dict(config)}
+    out = to_dict(config)
+    out["train"].pop("report_to", None)
+    return out

@@ -37,7 +37,12 @@ from gradual import categories
 from gradual.categories import CATEGORIES
 from gradual.prompts import FinetuneFormat
 
-FORMATS = ("alpaca", "chat", "trl")
+# Each export format and what it is; the CLI's --format help is built from this.
+FORMATS = {
+    "alpaca": "instruction/input/output JSON",
+    "chat": "OpenAI/ShareGPT messages",
+    "trl": "prompt/completion in gradual's Q:/A: fine-tune format",
+}
 # Formats LLaMA-Factory reads natively; trl's raw "Q: ...\nA:" prompt would be wrapped in a chat
 # template there, which is not the format it was probed and trained in.
 DATASET_INFO_FORMATS = ("alpaca", "chat")

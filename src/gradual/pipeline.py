@@ -27,7 +27,7 @@ import yaml
 from gradual import __version__
 from gradual import distributed as dist
 from gradual.atomic import write_json, write_text
-from gradual.config import RunConfig, to_dict
+from gradual.config import RunConfig, run_identity, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
 from gradual.model_spec import check_model_spec
@@ -82,19 +82,10 @@ def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
         if not resume:
             raise UserError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
         old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        now, was = _identity(to_dict(cfg)), _identity(old.get("config") or {})
+        now, was = run_identity(cfg), run_identity(old.get("config") or {})
         if was != now:
-            changed = sorted(k for k, v in now.items() if was.get(k) != v)
+            changed = sorted(k for k, v in now.items() if was.get(k) != v) or ["unreadable"]
             raise UserError(f"--resume: {cfg_path} was made with a different config (differs in: {', '.join(changed)})")
-
-
-def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's config without train.report_to: where a run reports is not what it computes, so a
-    resume may add trackers, and a run written before the key existed still resumes."""
-    out = dict(config)
-    if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k != "report_to"}
-    return out
 
 
 class Pipeline:
@@ -103,6 +94,11 @@ class Pipeline:
     def __init__(self, cfg: RunConfig, out: Path, *, progress: bool = True, command: str = "") -> None:
         self.cfg, self.out, self.progress, self.command = cfg, out, progress, command
         self.t0 = time.time()
+
+    def tracker_name(self, part: str) -> str:
+        """The name `report_to` trackers (W&B, MLflow) give one part of this run: `<run folder>/<part>`,
+        so the stages of the runs of a compare, or of two run folders, are told apart there."""
+        return f"{self.out.resolve().name}/{part}"
 
     # -- model -----------------------------------------------------------------------------
     def model_after(self, stages: int) -> LoadedModel:
@@ -168,7 +164,7 @@ class Pipeline:
                 from gradual.train import log_to_trackers
 
                 counts = category_counts(result.categories())
-                log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", "probe",
+                log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", self.tracker_name("probe"),
                                 {f"probe_{cat}": n for cat, n in counts.items()}, step=stage)
         return result
 
@@ -239,7 +235,7 @@ class Pipeline:
                  + (f", replay pool {len(plan.replay)}" if plan.replay else ""))
             lm = self.model_after(k - 1)
             res = train_stage(lm, plan.items, data.dev, plan.train, sdir, replay_items=plan.replay,
-                              progress=self.progress, name=plan.name)
+                              progress=self.progress, name=plan.name, tracker_name=self.tracker_name(plan.name))
             record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
                           wall_s=round(res.wall_s, 2))
             del lm, res
@@ -334,6 +330,14 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
         raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
     out_dir = Path(out_dir)
     check_model_spec(cfg.model)
+    from gradual.runlock import folder_lock
+
+    # Locked before the folder's state is read: two runs on one folder never both start.
+    with folder_lock(out_dir):
+        return _run_locked(cfg, out_dir, resume=resume, progress=progress, command=command)
+
+
+def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, command: str) -> dict[str, Any]:
     _check_run_dir(out_dir, cfg, resume)
     summary_path = out_dir / "summary.json"
     if resume and summary_path.exists():

@@ -14,7 +14,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gradual.commands import one_of
 from gradual.distributed import is_main
+from gradual.strategies import STRATEGIES
 from gradual.errors import UserError
 
 # Tables and messages come from the main process only under a multi-process launch.
@@ -23,8 +25,6 @@ console = Console(quiet=not is_main())
 
 def parse_strategies(text: str) -> list[str]:
     """`a,b,c` -> names, checked against the registered strategies (all unknown names at once)."""
-    from gradual.strategies import STRATEGIES
-
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
         raise UserError("--strategies: expected a comma-separated list, e.g. gradual,maybeknown")
@@ -37,7 +37,7 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
     """`0,1,2` or a range `0-4` (or a mix) -> distinct non-negative ints, in the order given."""
     seeds: list[int] = []
     for part in (p.strip() for p in text.split(",")):
@@ -53,21 +53,23 @@ def parse_seeds(text: str) -> list[int]:
             else:
                 seeds.append(int(part))
         except ValueError:
-            raise UserError(f"--seeds: {part!r} is not a seed or a range (use e.g. 0,1,2 or 0-4)") from None
+            raise UserError(f"{flag}: {part!r} is not a seed or a range (use e.g. 0,1,2 or 0-4)") from None
     if not seeds:
-        raise UserError("--seeds: expected a comma-separated list of integers, e.g. 0,1,2")
+        raise UserError(f"{flag}: expected a comma-separated list of integers, e.g. 0,1,2")
     if any(s < 0 for s in seeds):
-        raise UserError("--seeds: seeds must be non-negative")
+        raise UserError(f"{flag}: seeds must be non-negative")
     if len(set(seeds)) != len(seeds):
-        raise UserError("--seeds: a seed is given more than once")
+        raise UserError(f"{flag}: a seed is given more than once")
     return seeds
 
 
-def parse_flags(strategies: str, seeds: str) -> tuple[list[str], list[int]]:
-    """Both flags at once, so one invocation reports every bad flag."""
+def parse_flags(strategies: str, seeds: str,
+                exemplar_seeds: str | None = None) -> tuple[list[str], list[int], list[int] | None]:
+    """Every flag at once, so one invocation reports every bad flag."""
     errors: list[str] = []
     names: list[str] = []
     seed_list: list[int] = []
+    exemplar_list: list[int] | None = None
     try:
         names = parse_strategies(strategies)
     except UserError as exc:
@@ -76,15 +78,24 @@ def parse_flags(strategies: str, seeds: str) -> tuple[list[str], list[int]]:
         seed_list = parse_seeds(seeds)
     except UserError as exc:
         errors.append(str(exc))
+    if exemplar_seeds is not None:
+        try:
+            exemplar_list = parse_seeds(exemplar_seeds, "--exemplar-seeds")
+        except UserError as exc:
+            errors.append(str(exc))
     if errors:
         raise UserError("\n".join(errors))
-    return names, seed_list
+    return names, seed_list, exemplar_list
 
 
 def compare(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config shared by every run."),
-    strategies: str = typer.Option("gradual,maybeknown,all,frontier", "--strategies", help="Comma-separated strategies."),
+    strategies: str = typer.Option("gradual,maybeknown,all,frontier", "--strategies", help=one_of(STRATEGIES, lead="Comma-separated, from")),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (or a range, 0-4)."),
+    exemplar_seeds: Optional[str] = typer.Option(None, "--exemplar-seeds", help="Repeat every strategy x seed "
+                                                 "for each of these probe seeds (e.g. 0,1), so the base categorization "
+                                                 "itself varies; comparisons pair within an exemplar seed. Default: "
+                                                 "the config's probe.seed only."),
     out: Path = typer.Option(..., "--out", help="Compare folder (runs/ inside; finished runs are reused)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec (overrides the config)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset folder (overrides the config)."),
@@ -96,11 +107,11 @@ def compare(
     from gradual.compare import run_compare
     from gradual.console import print_comparison
 
-    names, seed_list = parse_flags(strategies, seeds)
+    names, seed_list, exemplar_list = parse_flags(strategies, seeds, exemplar_seeds)
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     comparison = run_compare(config, names, seed_list, out,
                              {"model": model, "data": data, "device": device, "dtype": dtype},
-                             progress=not quiet, command=command)
+                             progress=not quiet, command=command, exemplar_seeds=exemplar_list)
     print_comparison(comparison, console)
     console.print(f"wrote {out / 'comparison.json'}, {out / 'comparison.md'}"
                   + (f", {out / 'report.html'}" if (out / "report.html").exists() else ""))

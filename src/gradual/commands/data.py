@@ -13,6 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gradual.commands import one_of
+from gradual.data.formats import FORMATS
+
 app = typer.Typer(no_args_is_help=True)
 build_app = typer.Typer(no_args_is_help=True)
 app.add_typer(build_app, name="build", help="Build a built-in dataset.")
@@ -28,7 +31,7 @@ def _print_counts(path: Path, meta_counts: dict[str, int], extra: str = "") -> N
 @app.command("import")
 def import_cmd(
     path: Path = typer.Argument(..., help="Source file or folder."),
-    fmt: str = typer.Option(..., "--format", "-f", help="jsonl, csv, tsv, entityquestions, popqa, triviaqa, nq-open, hf"),
+    fmt: str = typer.Option(..., "--format", "-f", help=one_of(FORMATS, "(README: Data)")),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (train/dev/test.jsonl, meta.json)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when the source has none)."),
     dev_frac: float = typer.Option(0.1, "--dev-frac", help="Share of items for dev."),

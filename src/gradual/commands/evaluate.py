@@ -13,6 +13,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gradual.commands import one_of
+from gradual.commands.probe import BACKEND_NOTE
+from gradual.config import BACKENDS
 from gradual.model_spec import DEFAULT_MODEL
 from gradual.distributed import is_main
 
@@ -35,8 +38,8 @@ def eval_command(
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
-    backend: str = typer.Option("hf", "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
-                                "'gradual\\[vllm]'; --adapter then rides on a LoRA request where vLLM allows)."),
+    backend: str = typer.Option("hf", "--backend", help=one_of(BACKENDS, BACKEND_NOTE + " Under vllm --adapter "
+                                "rides on a LoRA request where vLLM allows.")),
 ) -> None:
     """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
     from gradual.model_spec import check_model_spec

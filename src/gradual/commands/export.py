@@ -15,12 +15,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from gradual.commands import one_of_described
+from gradual.export import FORMATS
+
 console = Console()
 
 
 def export_cmd(
-    fmt: str = typer.Option(..., "--format", help="alpaca (instruction/input/output JSON), chat (OpenAI/ShareGPT "
-                            "messages) or trl (prompt/completion in gradual's Q:/A: fine-tune format)."),
+    fmt: str = typer.Option(..., "--format", help=one_of_described(FORMATS)),
     out: Path = typer.Option(..., "--out", help="Output file: .json writes one JSON array, anything else JSON Lines."),
     probe: Optional[Path] = typer.Option(None, "--probe", help="Probe JSONL (gradual probe): export the items of "
                                          "--categories."),

@@ -19,12 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from gradual.model_spec import DEFAULT_MODEL
-from gradual.config import ProbeConfig
+from gradual.commands import one_of
+from gradual.config import BACKENDS, ESTIMATORS, ProbeConfig
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
 _D = ProbeConfig()
+ESTIMATOR_NOTE = ("sample: --samples answers at --temperature per prompt (the paper's protocol); exact: their "
+                  "probability by teacher forcing (README: The method, as built).")
+# rich markup would swallow [vllm]: escaped.
+BACKEND_NOTE = "hf runs on CPU or GPU; vllm on a GPU (pip install 'gradual\\[vllm]')."
 
 
 def probe_cmd(
@@ -33,7 +38,7 @@ def probe_cmd(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplars", help="Exemplar pool JSONL (default: dev split of a "
                                              "dataset folder, else the probed items)."),
-    estimator: str = typer.Option(_D.estimator, "--estimator", help="sample (the paper's protocol) or exact."),
+    estimator: str = typer.Option(_D.estimator, "--estimator", help=one_of(ESTIMATORS, ESTIMATOR_NOTE)),
     nex: int = typer.Option(_D.nex, "--nex", help="Few-shot prompts (exemplar sets) per question."),
     shots: int = typer.Option(_D.shots, "--shots", help="Exemplars per prompt."),
     samples: int = typer.Option(_D.samples, "--samples", help="Sampled answers per prompt."),
@@ -51,8 +56,8 @@ def probe_cmd(
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    backend: str = typer.Option(_D.backend, "--backend", help="hf (CPU or GPU) or vllm (GPU; pip install "
-                                "'gradual\\[vllm]'; --device is ignored, vLLM uses the GPU)."),
+    backend: str = typer.Option(_D.backend, "--backend", help=one_of(BACKENDS, BACKEND_NOTE + " --device is "
+                                "ignored under vllm: vLLM uses the GPU.")),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
     from gradual.model_spec import check_model_spec

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 
 from gradual.distributed import is_main
+from gradual.commands import one_of
 from gradual.strategies import STRATEGIES
 
-STRATEGY_HELP = "One of: " + ", ".join(STRATEGIES) + " (README: Strategies)."
+STRATEGY_HELP = one_of(STRATEGIES, "(README: Strategies)")
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
+from gradual.config import BACKENDS
 from gradual.errors import UserError
 
-BACKENDS = ("hf", "vllm")
 NOT_INSTALLED = "--backend vllm: vLLM is not installed (pip install 'gradual[vllm]')"
 # max_lora_rank values vLLM accepts; an adapter's rank is rounded up to the next one.
 _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from gradual.answers import PUNCTUATION, SCORER_VERSION, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual import distributed as dist
-from gradual.config import ProbeConfig
+from gradual.config import ESTIMATORS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
@@ -106,8 +106,8 @@ class ProbeResult:
 def validate_config(cfg: ProbeConfig) -> None:
     """Every bad probe setting in one UserError, named by its flag."""
     errors = []
-    if cfg.estimator not in ("sample", "exact"):
-        errors.append(f"--estimator: {cfg.estimator!r} is not one of sample, exact")
+    if cfg.estimator not in ESTIMATORS:
+        errors.append(f"--estimator: {cfg.estimator!r} is not one of {', '.join(ESTIMATORS)}")
     from gradual.config import range_errors  # the one table of ranges, shared with run configs
 
     errors += range_errors(cfg, "probe", flags=True)

@@ -196,8 +196,13 @@ def _trainer_scratch(out_dir: Path) -> Iterator[str]:
 
 
 def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config: TrainConfig, out_dir: Path, *,
-                replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage") -> StageResult:
-    """Fine-tune `lm.model` on `train_items` (+ replay), keep the best dev epoch, write the stage folder."""
+                replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage",
+                tracker_name: str | None = None) -> StageResult:
+    """Fine-tune `lm.model` on `train_items` (+ replay), keep the best dev epoch, write the stage folder.
+
+    `name` labels the stage in its record and progress bar; `tracker_name` (default `name`) is the
+    run name the `report_to` trackers show, which the pipeline makes unique across run folders.
+    """
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -287,7 +292,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             save_strategy="epoch" if selecting else "no", load_best_model_at_end=selecting,
             metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
             save_only_model=not _sharded_launch(), save_total_limit=1,
-            report_to=report_to or "none", run_name=name,
+            report_to=report_to or "none", run_name=tracker_name or name,
             disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
             label_names=["labels"],
         )
