@@ -43,9 +43,10 @@ def _histories(rng: random.Random, n_train: int, n_stages: int, gain: float) -> 
     return history
 
 
-def make_summary(strategy: str, seed: int, n_train: int = 100, n_stages: int = 2) -> dict[str, Any]:
+def make_summary(strategy: str, seed: int, n_train: int = 100, n_stages: int = 2,
+                 exemplar_seed: int = 0) -> dict[str, Any]:
     """A crafted summary.json, written by the pipeline's own summary builder."""
-    rng = random.Random(f"{strategy}-{seed}")
+    rng = random.Random(f"{strategy}-{seed}" + (f"-ex{exemplar_seed}" if exemplar_seed else ""))
     gain = {"gradual": 0.12, "frontier": 0.14, "maybeknown": 0.08, "all": 0.05}.get(strategy, 0.06)
     history = _histories(rng, n_train, n_stages, gain)
     by_cat = {}
@@ -104,6 +105,7 @@ class FakePipeline:
         self.calls.append(out_dir.name)
         if resume and (out_dir / "summary.json").exists():
             return json.loads((out_dir / "summary.json").read_text())
-        summary = make_summary(cfg.strategy, cfg.seed, n_stages=1 if cfg.strategy == "maybeknown" else self.n_stages)
+        summary = make_summary(cfg.strategy, cfg.seed, n_stages=1 if cfg.strategy == "maybeknown" else self.n_stages,
+                               exemplar_seed=cfg.probe.seed)
         write_run(out_dir, summary, to_dict(cfg))
         return summary

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gradual import compare as cmp
 from gradual.commands import compare as flags
@@ -73,6 +74,40 @@ def test_headline_is_paired_by_seed() -> None:
     assert cmp.headline([r for r in runs if r["strategy"] == "gradual"]) is None
 
 
+def test_detectable_difference() -> None:
+    from gradual.metrics import detectable_difference
+
+    # G*Power, paired t-test, two-sided 5%, 80% power: n = 10 pairs detect d = 0.996 sd, n = 30 0.529 sd.
+    assert detectable_difference(1.0, 10) == pytest.approx(0.996, abs=1e-3)
+    assert detectable_difference(2.0, 30) == pytest.approx(2 * 0.529, abs=2e-3)
+    assert detectable_difference(1.0, 5) > detectable_difference(1.0, 10)  # fewer pairs, coarser
+    assert detectable_difference(None, 3) is None and detectable_difference(1.0, 1) is None
+    assert detectable_difference(0.0, 4) == 0.0
+
+
+def test_paired_comparisons_pair_by_exemplar_and_training_seed() -> None:
+    from gradual.metrics import detectable_difference
+
+    runs = []
+    hk = {("gradual-mk", 0, 0): 70, ("random-stage2", 0, 0): 60, ("gradual-mk", 0, 1): 64, ("random-stage2", 0, 1): 62,
+          ("gradual-mk", 1, 0): 50, ("random-stage2", 1, 0): 51, ("gradual-mk", 1, 1): 58}  # last one unpaired
+    for (strat, e, k), n in hk.items():
+        s = make_summary(strat, k, exemplar_seed=e)
+        s["highly_known"]["after"], s["exemplar_seed"] = n, e
+        runs.append(s)
+    (p,) = cmp.paired(runs)
+    assert (p["a"], p["b"], p["n"]) == ("gradual-mk", "random-stage2", 3)
+    assert p["pairs"] == [{"exemplar_seed": 0, "seed": 0}, {"exemplar_seed": 0, "seed": 1}, {"exemplar_seed": 1, "seed": 0}]
+    diffs = [10, 2, -1]
+    d = p["highly_known_after"]
+    assert d["mean"] == pytest.approx(statistics.mean(diffs)) and d["sd"] == pytest.approx(statistics.stdev(diffs))
+    assert d["detectable"] == pytest.approx(detectable_difference(statistics.stdev(diffs), 3))
+    assert p["relative_highly_known"]["mean"] == pytest.approx(statistics.mean([10 / 60, 2 / 62, -1 / 51]))
+    accs = [(x["test_accuracy"]["overall"] - y["test_accuracy"]["overall"]) * 100
+            for x, y in ((runs[0], runs[1]), (runs[2], runs[3]), (runs[4], runs[5]))]
+    assert p["test_accuracy_points"]["mean"] == pytest.approx(statistics.mean(accs))
+
+
 def test_aggregate_strategy_means() -> None:
     a, b = make_summary("all", 0), make_summary("all", 1, n_stages=1)
     agg = cmp.aggregate_strategy([a, b])
@@ -111,6 +146,32 @@ def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipelin
     _write_config(cfg, CONFIG.replace("limit_train: 10", "limit_train: 11"))
     cmp.run_compare(cfg, ["gradual"], [0], out, progress=False, report=False)
     assert fake_pipeline.calls[-1] == "gradual-seed0"
+
+
+def test_compare_repeats_the_design_per_exemplar_seed(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    cfg = tmp_path / "c.yaml"
+    _write_config(cfg)
+    out = tmp_path / "cmp"
+    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False,
+                        exemplar_seeds=[0, 1])
+    # Training-seed-major, then exemplar seed, then strategy: an interrupted compare has whole pairs.
+    assert fake_pipeline.calls == ["gradual-ex0-seed0", "maybeknown-ex0-seed0", "gradual-ex1-seed0",
+                                   "maybeknown-ex1-seed0", "gradual-ex0-seed1", "maybeknown-ex0-seed1",
+                                   "gradual-ex1-seed1", "maybeknown-ex1-seed1"]
+    recorded = yaml.safe_load((out / "runs" / "gradual-ex1-seed0" / "config.yaml").read_text())["config"]
+    assert recorded["probe"]["seed"] == 1 and recorded["seed"] == 0
+    assert c["exemplar_seeds"] == [0, 1] and {r["exemplar_seed"] for r in c["runs"]} == {0, 1}
+    h = c["headline"]
+    assert h["relative_increase"]["n"] == 4
+    assert [(p["exemplar_seed"], p["seed"]) for p in h["per_seed"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert h["relative_increase"]["detectable"] > 0
+    assert [(p["a"], p["b"], p["n"]) for p in c["paired"]] == [("gradual", "maybeknown", 4)]
+    md = (out / "comparison.md").read_text()
+    assert "exemplar seeds (probe.seed, the base categorization): 0, 1" in md
+    assert "## Paired comparisons" in md and "| gradual - maybeknown | 4 |" in md and "80% power" in md
+    again = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False,
+                            exemplar_seeds=[0, 1])
+    assert len(fake_pipeline.calls) == 8 and all(r["reused"] for r in again["runs"])
 
 
 def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -> None:

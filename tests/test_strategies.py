@@ -63,6 +63,26 @@ def test_gradual_mk_trains_everything_maybeknown_after_stage1() -> None:
     assert ids(plan_stage("gradual-mk", 2, ITEMS, [H0, stayed], cfg)) == ["c", "d"]
 
 
+@pytest.mark.parametrize("after", [H1, H2, dict(H0), {i: M for i in IDS}, {i: H for i in IDS}])
+def test_random_stage2_matches_gradual_mk_stage2_size(after: dict) -> None:
+    """The control: stage 1 as gradual; stage 2 a seeded random sample of all train items, exactly as
+    many as gradual-mk's stage 2 after the same stage 1, with the same replay pool and settings."""
+    picks = set()
+    for seed in range(6):
+        cfg = RunConfig(seed=seed)
+        assert ids(plan_stage("random-stage2", 1, ITEMS, [H0], cfg)) == ids(plan_stage("gradual", 1, ITEMS, [H0], cfg))
+        mk = plan_stage("gradual-mk", 2, ITEMS, [H0, after], cfg)
+        p2 = plan_stage("random-stage2", 2, ITEMS, [H0, after], cfg)
+        assert len(p2.items) == len(mk.items)
+        assert p2.replay == mk.replay and p2.train == mk.train
+        assert ids(p2) == ids(plan_stage("random-stage2", 2, ITEMS, [H0, after], cfg))  # seeded
+        assert set(ids(p2)) <= set(IDS)
+        picks.add(tuple(ids(p2)))
+        assert plan_stage("random-stage2", 3, ITEMS, [H0, after, after], cfg) is None
+    if 0 < len(mk.items) < len(ITEMS):
+        assert len(picks) > 1  # a sample, not gradual-mk's own items under another name
+
+
 def test_gradual_empty_cases() -> None:
     cfg = RunConfig()
     none_maybe = {i: H for i in IDS}
@@ -126,7 +146,8 @@ def test_random_baseline() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert set(STRATEGIES) == {"gradual", "gradual-mk", "frontier", "all", "maybeknown", "known", "no-unknown", "random"}
+    assert set(STRATEGIES) == {"gradual", "gradual-mk", "random-stage2", "frontier", "all", "maybeknown", "known",
+                               "no-unknown", "random"}
     with pytest.raises(UserError, match="--strategy"):
         plan_stage("nope", 1, ITEMS, [H0], RunConfig())
     with pytest.raises(ValueError, match="no category"):

@@ -3,9 +3,12 @@
 Run as: gradual compare --config configs/default.yaml --strategies gradual,maybeknown,all,frontier \
             --seeds 0,1,2 --out runs/compare
 
-Layout: OUT/runs/<strategy>-seed<k>/ (ordinary run folders), OUT/comparison.json,
-OUT/comparison.md, OUT/report.html. Every aggregate is a mean over seeds with a t-interval
-(gradual.metrics.mean_ci); the headline is the paper's "knowledge acquired" figure, paired by seed.
+Layout: OUT/runs/<strategy>-seed<k>/ (ordinary run folders; <strategy>-ex<e>-seed<k> with
+--exemplar-seeds), OUT/comparison.json, OUT/comparison.md, OUT/report.html. Every aggregate is a mean
+over runs with a t-interval (gradual.metrics.mean_ci); the headline is the paper's "knowledge
+acquired" figure. Comparisons between strategies are paired: two runs pair when they share the
+training seed and the exemplar seed (probe.seed), so they start from the same base categories; each
+paired difference carries the smallest difference the compare could have detected at 80% power.
 """
 
 from __future__ import annotations
@@ -22,15 +25,22 @@ import yaml
 from gradual.atomic import write_json, write_text
 from gradual.categories import CATEGORIES
 from gradual.errors import UserError
-from gradual.metrics import mean_ci
+from gradual.metrics import detectable_difference, mean_ci
 from gradual.report.markdown import comparison_markdown
 
 COUNT_BOUNDS = (0.0, math.inf)
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
+# The paired comparisons reported when both strategies ran: each reading of stage 2 against the
+# one-stage baseline, gradual-mk against its control (same stage-2 size, random items), the two
+# readings against each other, and training on everything.
+PAIRS = (("gradual", "maybeknown"), ("gradual-mk", "maybeknown"), ("gradual-mk", "random-stage2"),
+         ("random-stage2", "maybeknown"), ("gradual-mk", "gradual"), ("all", "maybeknown"))
+POWER = 0.8
 
 
-def run_name(strategy: str, seed: int) -> str:
-    return f"{strategy}-seed{seed}"
+def run_name(strategy: str, seed: int, exemplar_seed: int | None = None) -> str:
+    """`<strategy>-seed<k>`; with an exemplar seed (compare --exemplar-seeds), `<strategy>-ex<e>-seed<k>`."""
+    return f"{strategy}-seed{seed}" if exemplar_seed is None else f"{strategy}-ex{exemplar_seed}-seed{seed}"
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -38,7 +48,7 @@ def run_name(strategy: str, seed: int) -> str:
 
 def finished_summary(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     """summary.json of a finished run made with exactly `cfg`, else None (the run must be (re)done)."""
-    from gradual.config import to_dict
+    from gradual.config import run_identity
 
     summary_p, cfg_p = run_dir / "summary.json", run_dir / "config.yaml"
     if not (summary_p.is_file() and cfg_p.is_file()):
@@ -48,7 +58,7 @@ def finished_summary(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
         summary = json.loads(summary_p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(record, dict) or record.get("config") != to_dict(cfg):
+    if not isinstance(record, dict) or run_identity(record.get("config") or {}) != run_identity(cfg):
         return None
     return summary
 
@@ -74,25 +84,42 @@ def run_compare(
     progress: bool = True,
     command: str = "",
     report: bool = True,
+    exemplar_seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Run every strategy x seed in OUT/runs/, aggregate, write comparison.{json,md} and the report."""
+    """Run every strategy x seed (x exemplar seed) in OUT/runs/, aggregate, write comparison.{json,md}
+    and the report. `exemplar_seeds` repeats the whole design once per probe.seed, so the base
+    categorization itself varies; without it every run uses the config's probe.seed."""
     from gradual import distributed as dist
     from gradual.config import load_run_config
-    from gradual.pipeline import run_pipeline
 
     out = Path(out)
     progress = progress and dist.is_main()  # one bar under a multi-process launch
     t0 = time.time()
     # Build and validate every config first: a typo fails before hours of runs, not after.
     plan = []
-    # Seed-major order: an interrupted compare still has every strategy for the first seeds.
+    # Seed-major order: an interrupted compare still has every strategy (and exemplar seed) for the
+    # first seeds, so its paired comparisons are complete as far as they go.
     for k in seeds:
-        for s in strategies:
-            cfg = load_run_config(config, {**(overrides or {}), "strategy": s, "seed": k})
-            plan.append((s, k, cfg, out / "runs" / run_name(s, k)))
+        for e in (exemplar_seeds or [None]):
+            for s in strategies:
+                extra = {"probe.seed": e} if e is not None else {}
+                cfg = load_run_config(config, {**(overrides or {}), **extra, "strategy": s, "seed": k})
+                plan.append((s, k, cfg, out / "runs" / run_name(s, k, e)))
     from gradual.model_spec import check_model_spec
 
     check_model_spec(plan[0][2].model)  # one model for every run: a typo fails now, not after torch loads
+    from gradual.runlock import folder_lock
+
+    with folder_lock(out):  # one compare per folder (each run also locks its own)
+        return _compare_locked(plan, out, list(strategies), list(seeds), config, overrides, progress=progress,
+                               command=command, report=report, t0=t0)
+
+
+def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategies: list[str], seeds: list[int],
+                    config: str | Path | None, overrides: Mapping[str, Any] | None, *, progress: bool, command: str,
+                    report: bool, t0: float) -> dict[str, Any]:
+    from gradual import distributed as dist
+    from gradual.pipeline import run_pipeline
 
     summaries: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
@@ -107,9 +134,10 @@ def run_compare(
         took = time.time() - start
         if not reused and took > 1.0:  # a run that only returned its summary says nothing about speed
             fresh_times.append(took)
-        summaries.append(summary)
-        runs.append({"name": rdir.name, "strategy": s, "seed": k, "dir": f"runs/{rdir.name}", "reused": reused,
-                     "wall_s": summary.get("wall_s")})
+        # The exemplar seed is what pairs runs (with the training seed); summary.json predates it.
+        summaries.append({**summary, "exemplar_seed": cfg.probe.seed})
+        runs.append({"name": rdir.name, "strategy": s, "seed": k, "exemplar_seed": cfg.probe.seed,
+                     "dir": f"runs/{rdir.name}", "reused": reused, "wall_s": summary.get("wall_s")})
 
     if progress:
         from rich import get_console
@@ -121,7 +149,7 @@ def run_compare(
                       console=get_console()) as bar:
             task = bar.add_task("", total=len(plan), eta="")
             for i, (s, k, cfg, rdir) in enumerate(plan):
-                bar.update(task, description=run_name(s, k), eta=_eta(fresh_times, plan[i:]))
+                bar.update(task, description=rdir.name, eta=_eta(fresh_times, plan[i:]))
                 do_run(s, k, cfg, rdir, _nested_live_ok())
                 bar.update(task, advance=1, eta=_eta(fresh_times, plan[i + 1:]))
             bar.update(task, description="done")
@@ -129,7 +157,8 @@ def run_compare(
         for s, k, cfg, rdir in plan:
             do_run(s, k, cfg, rdir, False)
 
-    comparison = aggregate(summaries, runs, list(strategies), list(seeds))
+    comparison = aggregate(summaries, runs, list(strategies), list(seeds),
+                           sorted({p[2].probe.seed for p in plan}))
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
                       wall_s=round(time.time() - t0, 1))
@@ -232,46 +261,97 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _pair_key(s: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Runs pair when they share the exemplar seed (the same base categories) and the training seed."""
+    return (s.get("exemplar_seed"), s.get("seed"))
+
+
+def _pairs(summaries: Sequence[Mapping[str, Any]], a: str, b: str) -> list[tuple[Any, Mapping[str, Any], Mapping[str, Any]]]:
+    by = {(s.get("strategy"), _pair_key(s)): s for s in summaries}
+    keys = sorted({k for (st, k) in by if st == a} & {k for (st, k) in by if st == b},
+                  key=lambda k: tuple(-1 if x is None else x for x in k))
+    return [(k, by[(a, k)], by[(b, k)]) for k in keys]
+
+
+def _with_power(values: Sequence[float | None]) -> dict[str, Any]:
+    """mean_ci of paired differences plus `detectable`: the smallest |mean difference| detectable at
+    POWER (two-sided, 95%), from their sd and count."""
+    ci = mean_ci(values)
+    return {**ci, "detectable": detectable_difference(ci["sd"], int(ci["n"] or 0), POWER)}
+
+
+def _diff(x: Any, y: Any, scale: float = 1.0) -> float | None:
+    return (x - y) * scale if x is not None and y is not None else None
+
+
+def _relative(x: Any, y: Any) -> float | None:
+    return (x - y) / y if x is not None and y else None
+
+
+def paired(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = PAIRS) -> list[dict[str, Any]]:
+    """Every comparison of `pairs` whose two strategies both ran: differences paired by (exemplar seed,
+    training seed), each with its interval and the difference detectable at 80% power."""
+    out = []
+    for a, b in pairs:
+        rows = _pairs(summaries, a, b)
+        if not rows:
+            continue
+        hk = lambda s: _get(s, "highly_known", "after")  # noqa: E731
+        acc = lambda s: _get(s, "test_accuracy", "overall")  # noqa: E731
+        out.append({
+            "a": a, "b": b, "n": len(rows),
+            "pairs": [{"exemplar_seed": k[0], "seed": k[1]} for k, _, _ in rows],
+            "highly_known_after": _with_power([_diff(hk(x), hk(y)) for _, x, y in rows]),
+            "relative_highly_known": _with_power([_relative(hk(x), hk(y)) for _, x, y in rows]),
+            "test_accuracy_points": _with_power([_diff(acc(x), acc(y), 100.0) for _, x, y in rows]),
+            "forgotten": _with_power([_diff(x.get("forgotten"), y.get("forgotten")) for _, x, y in rows]),
+            "retention_points": _with_power([_diff(x.get("retention"), y.get("retention"), 100.0) for _, x, y in rows]),
+        })
+    return out
+
+
 def headline(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The paper's "+24% knowledge acquired": (HK_gradual - HK_maybeknown) / HK_maybeknown after
-    training, on the train split, paired by seed (same data and base probe), then mean and interval."""
+    training, on the train split, paired by (exemplar seed, training seed), then mean, interval and
+    the relative increase the compare could have detected at 80% power."""
     two, one = HEADLINE
-    by = {(s.get("strategy"), s.get("seed")): s for s in summaries}
-    seeds = sorted({k for (st, k) in by if st == two} & {k for (st, k) in by if st == one})
-    if not seeds:
+    rows = _pairs(summaries, two, one)
+    if not rows:
         return None
     per_seed = []
-    for k in seeds:
-        g, m = _get(by[(two, k)], "highly_known", "after"), _get(by[(one, k)], "highly_known", "after")
-        rel = (g - m) / m if g is not None and m else None
-        per_seed.append({"seed": k, two: g, one: m, "difference": (g - m) if g is not None and m is not None else None,
-                         "relative": rel})
+    for (e, k), x, y in rows:
+        g, m = _get(x, "highly_known", "after"), _get(y, "highly_known", "after")
+        per_seed.append({"exemplar_seed": e, "seed": k, two: g, one: m, "difference": _diff(g, m),
+                         "relative": _relative(g, m)})
     return {
-        "definition": "(HighlyKnown train items after training: gradual - maybeknown) / maybeknown, paired by seed",
+        "definition": "(HighlyKnown train items after training: gradual - maybeknown) / maybeknown, "
+                      "paired by exemplar seed and training seed",
         "paper": 0.24,
         "per_seed": per_seed,
-        "relative_increase": mean_ci([p["relative"] for p in per_seed]),
-        "difference": mean_ci([p["difference"] for p in per_seed]),
+        "relative_increase": _with_power([p["relative"] for p in per_seed]),
+        "difference": _with_power([p["difference"] for p in per_seed]),
     }
 
 
 def noise_control(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Chance flip rate of base categories (re-probing the base model with fresh exemplars).
 
-    The base probe is shared by every strategy of a seed, so each seed counts once."""
+    The base probe is shared by every strategy of a (exemplar seed, seed) pair, so each counts once."""
     per_seed: dict[Any, float] = {}
     repeats = 0
     for s in summaries:
         fr = _get(s, "noise", "flip_rate")
-        if fr is not None and s.get("seed") not in per_seed:
-            per_seed[s.get("seed")] = fr
+        if fr is not None and _pair_key(s) not in per_seed:
+            per_seed[_pair_key(s)] = fr
             repeats = max(repeats, int(_get(s, "noise", "repeats") or 0))
-    return {"flip_rate": mean_ci(list(per_seed.values()), bounds=(0.0, 1.0)), "per_seed": [{"seed": k, "flip_rate": v} for k, v in per_seed.items()],
+    return {"flip_rate": mean_ci(list(per_seed.values()), bounds=(0.0, 1.0)),
+            "per_seed": [{"exemplar_seed": e, "seed": k, "flip_rate": v} for (e, k), v in per_seed.items()],
             "repeats": repeats}
 
 
 def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
-              strategies: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+              strategies: Sequence[str], seeds: Sequence[int],
+              exemplar_seeds: Sequence[int] | None = None) -> dict[str, Any]:
     first = summaries[0] if summaries else {}
     per_run = []
     for r, s in zip(runs, summaries):
@@ -282,9 +362,13 @@ def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str
     return {
         "model": first.get("model"), "data": first.get("data"),
         "strategies_order": list(strategies), "seeds": list(seeds),
+        "exemplar_seeds": sorted({s.get("exemplar_seed") for s in summaries if s.get("exemplar_seed") is not None})
+        if exemplar_seeds is None else list(exemplar_seeds),
         "categories_order": list(CATEGORIES),
         "strategies": {st: aggregate_strategy([s for s in summaries if s.get("strategy") == st]) for st in strategies},
         "headline": headline(summaries),
+        "paired": paired(summaries),
+        "power": POWER,
         "noise": noise_control(summaries),
         "runs": per_run,
         "runs_wall_s": round(sum(float(s.get("wall_s") or 0) for s in summaries), 1),

@@ -68,6 +68,33 @@ def t_quantile(p: float, df: float) -> float:
     return float(stats.t.ppf(p, df))
 
 
+def detectable_difference(sd: float | None, n: int, power: float = 0.8, level: float = 0.95) -> float | None:
+    """The smallest true mean difference a two-sided paired t-test at `level` detects with probability
+    `power`, given the standard deviation `sd` of the n paired differences (noncentral t, exact).
+
+    This is what "no significant difference" can be read as: no effect larger than this was likely
+    to be missed. None with fewer than two pairs (no sd); 0 when every difference is the same.
+    """
+    if sd is None or n < 2 or math.isnan(sd):
+        return None
+    if sd == 0:
+        return 0.0
+    from scipy import optimize
+
+    df = n - 1
+    crit = stats.t.ppf(0.5 + level / 2.0, df)
+
+    def shortfall(d: float) -> float:
+        nc = d * math.sqrt(n) / sd
+        wrong_side = float(stats.nct.cdf(-crit, df, nc))  # vanishing for d > 0; scipy may give NaN there
+        return float(stats.nct.sf(crit, df, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side) - power
+
+    hi = sd
+    while shortfall(hi) < 0:
+        hi *= 2.0
+    return float(optimize.brentq(shortfall, 0.0, hi, xtol=1e-9 * sd))
+
+
 def mean_ci(values: Sequence[float | None], level: float = 0.95,
             bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
     """Mean and two-sided t-interval over `values` (None and NaN entries are dropped).

@@ -1,6 +1,6 @@
 """Strategies: which items each stage trains on, decided from probe results.
 
-Run as: gradual run --strategy gradual   (or gradual-mk, frontier, all, maybeknown, known, no-unknown, random)
+Run as: gradual run --strategy gradual   (or any name in STRATEGIES: gradual-mk, random-stage2, frontier, ...)
 
 A strategy is one small function `(stage, items, history, cfg) -> StagePlan | None`, registered in
 STRATEGIES; adding one is a function and an entry. `stage` is 1-based; `history[j]` maps every train
@@ -23,6 +23,11 @@ history[0..k-1]. None means the strategy is done.
                 the items that moved up, plus HighlyKnown replay (0.2).
                 `gradual` is reading (a): only what moved up, which leaves a 135M model a handful
                 of items; `gradual-mk` is reading (b). `compare` runs both side by side.
+    random-stage2  the control for gradual-mk: stage 1 like gradual; stage 2 on a random sample
+                (seed cfg.seed) of all train items, as many as gradual-mk's stage 2 would take after
+                this same stage 1, with the same replay and stage-2 settings. gradual-mk beating it
+                says stage 2's *selection* helps; gradual-mk only matching it says a second stage
+                of that size helps whatever it trains on ("more training", not "the right items").
     frontier    stage 1 like gradual. Stage k >= 2: items that moved up from WeaklyKnown/Unknown
                 (probe after stage k-2) to MaybeKnown/HighlyKnown (probe after stage k-1) and were
                 not selected by an earlier stage, plus replay of base HighlyKnown, stage-2
@@ -134,14 +139,28 @@ def gradual(stage: int, items: Sequence[Item], history: History, cfg: RunConfig)
     return None
 
 
+def _gradual_mk_stage2(items: Sequence[Item], history: History) -> list[Item]:
+    up = {it.id for it in _moved_up(items, history, 0, 1)}
+    return [it for it in items if history[1][it.id] == MAYBE or it.id in up]
+
+
 def gradual_mk(stage: int, items: Sequence[Item], history: History, cfg: RunConfig) -> Optional[StagePlan]:
     if stage == 1:
         return _stage1_maybeknown(items, history, cfg)
     if stage == 2:
-        up = {it.id for it in _moved_up(items, history, 0, 1)}
-        chosen = [it for it in items if history[1][it.id] == MAYBE or it.id in up]
-        return _later_stage(2, items, history, cfg, chosen,
+        return _later_stage(2, items, history, cfg, _gradual_mk_stage2(items, history),
                             "MaybeKnown after stage 1 or moved up from WeaklyKnown/Unknown (reading (b) of the paper)")
+    return None
+
+
+def random_stage2(stage: int, items: Sequence[Item], history: History, cfg: RunConfig) -> Optional[StagePlan]:
+    if stage == 1:
+        return _stage1_maybeknown(items, history, cfg)
+    if stage == 2:
+        # The size gradual-mk's stage 2 would have after this very stage 1 (same seed, same history).
+        n = len(_gradual_mk_stage2(items, history))
+        return _later_stage(2, items, history, cfg, seeded_subset(items, n, cfg.seed),
+                            f"random train items, as many as gradual-mk's stage 2 ({n}; the control)")
     return None
 
 
@@ -204,6 +223,7 @@ def _random(items: Sequence[Item], history: History, cfg: RunConfig) -> tuple[li
 STRATEGIES: dict[str, Callable[[int, Sequence[Item], History, RunConfig], Optional[StagePlan]]] = {
     "gradual": gradual,
     "gradual-mk": gradual_mk,
+    "random-stage2": random_stage2,
     "frontier": frontier,
     "all": _baseline(_all),
     "maybeknown": _baseline(_maybeknown),

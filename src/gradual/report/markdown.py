@@ -11,12 +11,39 @@ from gradual.categories import CATEGORIES
 from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
 
+def _signed(x: float, digits: int = 1, pct: bool = False) -> str:
+    return f"{100 * x:+.{digits}f}%" if pct else f"{x:+.{digits}f}"
+
+
+def _with_mdd(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
+    """`+3.3 [-10.3, +17.0] (±25.1)`: a paired difference, its interval, the difference detectable at the power."""
+    if not ci or ci.get("mean") is None:
+        return "–"
+    text = _signed(ci["mean"], digits, pct)
+    if ci.get("n", 0) > 1:
+        text += f" [{_signed(ci['lo'], digits, pct)}, {_signed(ci['hi'], digits, pct)}]"
+    if ci.get("detectable") is not None:
+        text += f" (±{_signed(ci['detectable'], digits, pct)[1:]})"
+    return text
+
+
+def _power_sentence(ci: Mapping[str, Any], pct: bool = False) -> str:
+    mdd = ci.get("detectable")
+    if mdd is None:
+        return "(Too few pairs for a power statement.)"
+    return (f"With {ci.get('n')} pairs this compare detects a true difference of "
+            f"{_signed(mdd, 1, pct)[1:]} or more with 80% power (two-sided, 5%).")
+
+
 def comparison_markdown(c: Mapping[str, Any]) -> str:
 
     lines = [f"# Strategy comparison: {c.get('model')} on {c.get('data')}", ""]
     if c.get("command"):
         lines += [f"Command: `{c['command']}`", ""]
-    lines += [f"Seeds: {', '.join(map(str, c.get('seeds', [])))}. Every cell is the mean over seeds with its 95% "
+    ex = c.get("exemplar_seeds") or []
+    lines += [f"Seeds: {', '.join(map(str, c.get('seeds', [])))}"
+              + (f"; exemplar seeds (probe.seed, the base categorization): {', '.join(map(str, ex))}" if len(ex) > 1 else "")
+              + ". Every cell is the mean over runs with its 95% "
               f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
               f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
               f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
@@ -39,14 +66,28 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
     h = c.get("headline")
     lines += ["", "## Headline: knowledge acquired by the second stage", ""]
     if h:
+        rel, dif = h["relative_increase"], h["difference"]
         lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
-                     f"(paired by seed): **{fmt_ci(h['relative_increase'], pct=True)}**; the paper reports about +24%. "
-                     f"Absolute difference: {fmt_ci(h['difference'], 1)} items.")
-        lines += ["", "| seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|"]
+                     f"(paired by exemplar seed and seed, n={rel.get('n')}): **{fmt_ci(rel, pct=True)}**; the paper "
+                     f"reports about +24%. Absolute difference: {fmt_ci(dif, 1)} items. {_power_sentence(rel, True)}")
+        lines += ["", "| exemplar seed | seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|---:|"]
         for p in h["per_seed"]:
-            lines.append(f"| {p['seed']} | {p['gradual']} | {p['maybeknown']} | {fmt_pct(p['relative'])} |")
+            lines.append(f"| {p.get('exemplar_seed', '–')} | {p['seed']} | {p['gradual']} | {p['maybeknown']} | "
+                         f"{fmt_pct(p['relative'])} |")
     else:
         lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
+    if c.get("paired"):
+        power = int(round(100 * (c.get("power") or 0.8)))
+        lines += ["", "## Paired comparisons", "",
+                  f"A - B over runs paired by exemplar seed and training seed: mean [95% interval], then in "
+                  f"parentheses the smallest true difference this compare detects with {power}% power (two-sided, "
+                  f"5%). An interval that includes 0 reads as \"no effect larger than that figure\", not as \"no effect\".", "",
+                  "| A - B | pairs | HighlyKnown after (items) | relative HighlyKnown | test accuracy (points) | "
+                  "forgotten (items) | retention (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for p in c["paired"]:
+            lines.append(f"| {p['a']} - {p['b']} | {p['n']} | {_with_mdd(p['highly_known_after'], 1)} | "
+                         f"{_with_mdd(p['relative_highly_known'], pct=True)} | {_with_mdd(p['test_accuracy_points'], 1)} | "
+                         f"{_with_mdd(p['forgotten'], 1)} | {_with_mdd(p['retention_points'], 1)} |")
     n = c.get("noise") or {}
     lines += ["", "## Noise control", ""]
     if n.get("flip_rate", {}).get("mean") is not None:
