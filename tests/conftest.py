@@ -71,7 +71,12 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 @pytest.fixture
 def sample_items() -> list[dict]:
-    """A small valid dataset over two relations."""
+    """A small valid dataset over two relations (a fresh copy per test)."""
+    return sample_rows()
+
+
+def sample_rows() -> list[dict]:
+    """sample_items' rows, for fixtures of a wider scope."""
     rows = []
     caps = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
             ("Japan", "Tokyo"), ("Peru", "Lima"), ("Egypt", "Cairo"), ("Chile", "Santiago")]

@@ -88,7 +88,7 @@ def test_merged_run_loads_in_plain_transformers_and_answers_as_the_run_did(finis
     meta = json.loads((final / "gradual.json").read_text())
     assert (meta["stage"], meta["stages"], meta["strategy"], meta["seed"]) == (2, 2, "gradual", 0)
     assert meta["base_model"] == str(finished["model"]) and meta["dtype"] == "float32"
-    assert not list(tmp_path.glob(".final.tmp*"))
+    assert not list(tmp_path.glob(".final.*"))  # no temp or old folder left
 
     model = AutoModelForCausalLM.from_pretrained(final).eval()
     tok = AutoTokenizer.from_pretrained(final)

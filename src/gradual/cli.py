@@ -86,7 +86,26 @@ def main() -> None:
             sys.exit(2)
         if isinstance(exc, aborts):
             sys.exit(130)
-        raise
+        message = world_error(exc)
+        if message is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(2)
+
+
+def world_error(exc: BaseException) -> str | None:
+    """One line for what the world outside did (a full disk, a folder we may not write), or None for a
+    bug. Writes are atomic, so such a failure leaves nothing half-written: rerunning is safe."""
+    import errno
+
+    from gradual.atomic import out_of_space
+
+    if out_of_space(exc):
+        where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        return f"no space left on device{where}; free space and run the command again (gradual run: with --resume)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
+        return f"{exc.filename}: {exc.strerror.lower() if exc.strerror else 'not allowed'} (check where --out and GRADUAL_CACHE point)"
+    return None
 
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -199,6 +199,10 @@ def evaluate_file(
         raise UserError(f"--data: {data_p}: no such file")
     if out_p.suffix != ".json":
         raise UserError(f"--out: {out_p}: expected a .json path")
+    from gradual.preflight import writable_file
+
+    writable_file(out_p)
+    writable_file(predictions_path(out_p))
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
     from gradual.merge import check_run_flags, finished_run

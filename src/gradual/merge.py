@@ -18,14 +18,13 @@ temporary folder beside `--out` and renamed into place, so an interrupted merge 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from gradual.atomic import atomic_dir, write_json
 from gradual.errors import UserError
 
 MANIFEST = "gradual.json"
@@ -110,6 +109,9 @@ def check_out(out: str | Path, force: bool) -> Path:
         raise UserError(f"--out: {out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file, not a folder")
+    from gradual.preflight import writable_folder
+
+    writable_folder(out.absolute().parent)  # the new folder is made beside --out, then renamed
     return out
 
 
@@ -119,30 +121,18 @@ def save_merged(lm: Any, out: str | Path, manifest: dict[str, Any], *, force: bo
     from gradual.models import model_fingerprint
 
     out = check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     model = lm.model
     if hasattr(model, "merge_and_unload"):  # a PeftModel left unmerged: the folder holds plain weights
         model = model.merge_and_unload()
+    meta = {**manifest, "fingerprint": model_fingerprint(model),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "created_by": f"gradual {__version__}"}
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        lm.tokenizer.save_pretrained(tmp)
-        meta = {**manifest, "fingerprint": model_fingerprint(model),
-                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "created_by": f"gradual {__version__}"}
-        (tmp / MANIFEST).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():  # --force: the old folder goes only once the new one is complete
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with atomic_dir(out) as tmp:  # --force: the old folder goes only once the new one is complete
+            model.save_pretrained(tmp, safe_serialization=True)
+            lm.tokenizer.save_pretrained(tmp)
+            write_json(tmp / MANIFEST, meta)
     except OSError as exc:
         raise UserError(f"--out: {out}: could not write the merged model ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from gradual import __version__
 from gradual import distributed as dist
-from gradual.atomic import write_json, write_text
+from gradual.atomic import read_json, write_json, write_text
 from gradual.config import RunConfig, run_identity, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
@@ -72,6 +72,19 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return RunData(_subset(ds.train, cfg.limit_train), ds.dev, _subset(ds.test, cfg.limit_test), str(path))
 
 
+def check_run_data(cfg: RunConfig) -> RunData:
+    """Load the run's data and refuse what cannot work, on every rank alike, before anything is written
+    or any model loads (a refused run leaves its folder as it found it)."""
+    data = load_run_data(cfg)
+    if len(data.train) == 0:
+        raise UserError(f"{data.source}: the train split is empty")
+    dist.check_shardable(len(data.train), f"{data.source}: the train split")
+    if data.test:
+        dist.check_shardable(len(data.test), f"{data.source}: the test split")
+    dist.per_process_batch(cfg.train.batch_size, cfg.train.grad_accum)
+    return data
+
+
 def _config_record(cfg: RunConfig, command: str) -> dict[str, Any]:
     return {"config": to_dict(cfg), "seed": cfg.seed, "command": command, "versions": library_versions()}
 
@@ -81,7 +94,12 @@ def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
     if cfg_path.exists():
         if not resume:
             raise UserError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
-        old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        try:
+            old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"--resume: {cfg_path} is damaged (not a run record); start the run in a new folder")
         now, was = run_identity(cfg), run_identity(old.get("config") or {})
         if was != now:
             changed = sorted(k for k, v in now.items() if was.get(k) != v) or ["unreadable"]
@@ -169,18 +187,11 @@ class Pipeline:
         return result
 
     # -- run -------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, data: RunData) -> dict[str, Any]:
+        """Every step of the run on `data` (checked by check_run_data before the folder was written)."""
         from gradual.strategies import plan_stage
 
         cfg = self.cfg
-        data = load_run_data(cfg)
-        if len(data.train) == 0:
-            raise UserError(f"{data.source}: the train split is empty")
-        # A launch that cannot work fails here, on every rank alike, before any model loads.
-        dist.check_shardable(len(data.train), f"{data.source}: the train split")
-        if data.test:
-            dist.check_shardable(len(data.test), f"{data.source}: the test split")
-        dist.per_process_batch(cfg.train.batch_size, cfg.train.grad_accum)
         from gradual.models import load_model
 
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
@@ -219,7 +230,7 @@ class Pipeline:
 
         sdir = self.out / "stages" / f"stage{k}"
         done = sdir / "record.json"  # the pipeline's record; train_stage writes its own stage.json
-        finished = dist.on_main(lambda: json.loads(done.read_text(encoding="utf-8")) if done.exists() else None)
+        finished = dist.on_main(lambda: read_json(done))  # damaged (not by us: writes are atomic): redo
         if finished is not None:
             return finished  # type: ignore[no-any-return]
         composition = _composition(plan.items, cats)
@@ -251,7 +262,7 @@ class Pipeline:
         from gradual.summary import build_summary
 
         eval_path = self.out / "eval" / "test.json"
-        ev = dist.on_main(lambda: json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.exists() else None)
+        ev = dist.on_main(lambda: read_json(eval_path))
         if ev is None:
             t_eval = time.perf_counter()
             res = evaluate_items(lm, data.test, base_test.categories(), chat=self.cfg.train.chat,
@@ -330,6 +341,11 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
         raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
     out_dir = Path(out_dir)
     check_model_spec(cfg.model)
+    from gradual.probe.backends import backend_errors
+
+    errors = backend_errors(cfg.probe.backend, cfg.probe.estimator, cfg.probe.top_k)
+    if errors:  # e.g. --backend vllm without vLLM: now, not after the model has loaded
+        raise UserError("probe." + "; ".join(errors))
     from gradual.runlock import folder_lock
 
     # Locked before the folder's state is read: two runs on one folder never both start.
@@ -339,14 +355,15 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
 
 def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, command: str) -> dict[str, Any]:
     _check_run_dir(out_dir, cfg, resume)
-    summary_path = out_dir / "summary.json"
-    if resume and summary_path.exists():
+    finished = read_json(out_dir / "summary.json") if resume else None
+    if isinstance(finished, dict):
         if dist.is_main() and not (out_dir / "report.html").exists():  # killed between summary and report
             from gradual.report import write_report
 
             write_report(out_dir)
         dist.barrier()
-        return json.loads(summary_path.read_text(encoding="utf-8"))
+        return finished
+    data = check_run_data(cfg)
     if dist.is_main():  # the model is needed: a cold cache converts it while the imports below run
         from gradual.models import start_embedded_conversion
 
@@ -358,7 +375,7 @@ def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, 
         out_dir.mkdir(parents=True, exist_ok=True)
         if not (out_dir / "config.yaml").exists():
             write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
-    summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run()
+    summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run(data)
     if dist.is_main():
         from gradual.report import write_report
 

@@ -53,8 +53,9 @@ def folder_lock(folder: Path, flag: str = "--out") -> Iterator[None]:
 
     folder = Path(folder)
     created = not folder.exists()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{flag}: {folder} is a file, not a folder")
+    from gradual.preflight import writable_folder
+
+    writable_folder(folder, flag)  # a file, or a folder we may not write: refused before any work
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / LOCK_NAME

@@ -78,6 +78,10 @@ def probe_cmd(
         raise UserError(f"--limit: {limit} is out of range (>= 0)")
     if not out.name.endswith(".jsonl"):
         raise UserError(f"--out: {out}: expected a .jsonl path")
+    from gradual.preflight import writable_file
+
+    writable_file(out)  # before the probe, not after it
+    writable_file(summary_path(out))
     if data.is_dir():
         ds = load_dataset_dir(data)
         items, pool = ds.train, ds.dev

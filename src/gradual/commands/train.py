@@ -69,6 +69,9 @@ def train(
     from gradual.model_spec import check_model_spec
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
+    from gradual.preflight import writable_folder
+
+    writable_folder(out)  # before training, not after it
     from gradual.distributed import per_process_batch
 
     per_process_batch(batch_size, grad_accum, "--batch-size")  # the global batch must split across the processes

@@ -11,16 +11,14 @@ their own. The same items and seed give the same split on any machine: the only 
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gradual.atomic import write_json
+from gradual.atomic import atomic_dir, write_json
 from gradual.data.items import SPLITS, Item, write_items
 from gradual.errors import UserError
+from gradual.preflight import writable_folder
 
 DATASET_FILES = tuple(f"{s}.jsonl" for s in SPLITS) + ("meta.json",)
 
@@ -108,9 +106,11 @@ def check_unique_ids(splits: Mapping[str, Sequence[Item]], source: str) -> None:
 
 
 def _check_out(out: Path) -> None:
-    """Refuse to replace anything but an earlier dataset folder (or an empty folder)."""
+    """Refuse to replace anything but an earlier dataset folder (or an empty folder), or a place we may
+    not write."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
+    writable_folder(out.absolute().parent if not out.exists() else out)
     if out.is_dir():
         extra = sorted(p.name for p in out.iterdir() if p.name not in DATASET_FILES)
         if extra and not (out / "meta.json").exists():
@@ -138,24 +138,9 @@ def write_dataset(out: Path, splits: Mapping[str, Sequence[Item]], meta: Mapping
                         f"empty (items are split by subject); give more items or change {flags}")
     full_meta = dict(meta)
     full_meta["counts"] = {s: len(splits.get(s, ())) for s in SPLITS}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old: Path | None = None
-    try:
+    with atomic_dir(out) as tmp:
         for s in SPLITS:
             write_items(tmp / f"{s}.jsonl", splits.get(s, ()))
         write_json(tmp / "meta.json", full_meta)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "d")
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and (old / "d").exists() and not out.exists():
-            os.replace(old / "d", out)  # put the earlier dataset back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return out
 

@@ -46,7 +46,7 @@ import torch
 
 from gradual import distributed as dist
 from gradual.answers import is_correct
-from gradual.atomic import read_jsonl, write_json, write_jsonl
+from gradual.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
 from gradual.probe.engine import greedy_answers
@@ -162,27 +162,12 @@ def _supports_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place; an older one is renamed away first, then removed."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 @contextlib.contextmanager
 def _trainer_scratch(out_dir: Path) -> Iterator[str]:
-    """The Trainer's output_dir for the epoch checkpoints. One process: a temporary folder. Several: one
-    folder every rank sees, inside the stage folder, because rank 0 saves the checkpoints and every rank
-    reloads the best one at the end (a per-rank temp folder would leave the others with the last epoch)."""
-    if not dist.is_distributed():
-        with tempfile.TemporaryDirectory(prefix="gradual-trainer-") as tmp:
-            yield tmp
-        return
+    """The Trainer's output_dir for the epoch checkpoints: `<stage folder>/.trainer`, inside the run folder
+    and not in /tmp, so a killed run leaves nothing behind that is not removed when the stage starts
+    again (`--resume`). Every rank sees it, because rank 0 saves the checkpoints and every rank reloads
+    the best one at the end (a per-rank temp folder would leave the others with the last epoch)."""
     scratch = out_dir / ".trainer"
     if dist.is_main():
         shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
@@ -346,16 +331,10 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
 
 
 def _save_weights(model: Any, tok: Any, out_dir: Path, lora: bool) -> None:
-    final = out_dir / (ADAPTER_DIR if lora else MODEL_DIR)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
-    try:
+    with atomic_dir(out_dir / (ADAPTER_DIR if lora else MODEL_DIR)) as tmp:
         model.save_pretrained(tmp)
         if not lora:
             tok.save_pretrained(tmp)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _stage_record(r: StageResult, config: TrainConfig, name: str) -> dict[str, Any]:
