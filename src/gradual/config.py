@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 
 import yaml
 
-from gradual.errors import UserError
+from gradual.errors import UserError, where
 from gradual.strategies import STRATEGIES
 
 
@@ -119,7 +120,11 @@ def _check(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.append(f"{key}: expected a number, got {value!r}")
             return value
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            errors.append(f"{key}: {_shown(value)} is not a finite number")
+            return None  # reported: the range checks skip it
     if tp is str:
         if not isinstance(value, str):
             errors.append(f"{key}: expected a string, got {value!r}")
@@ -153,33 +158,63 @@ def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> A
     return obj
 
 
+def _shown(value: Any) -> str:
+    """repr(value), cut short when it is absurdly long (an integer with 400 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _num(x: float) -> str:
+    """1000000 as `1000000` (not `1e+06`), 0.5 as `0.5`."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Bound:
     """An allowed numeric interval; the predicate and its human text come from the same numbers,
-    so an error message can never disagree with the check."""
+    so an error message can never disagree with the check.
+
+    lo/hi are what a value means (a dropout below 1); `cap` is a practical ceiling that no real use
+    reaches, there to stop an absurd value (probe.nex: 100000) before it reaches an allocator, and
+    `why` says what it guards. Every value must also be finite (inf and NaN never pass).
+    """
 
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False  # True: lo itself is not allowed (> lo instead of >= lo)
     hi_open: bool = False
+    cap: float | None = None  # value <= cap
+    why: str = ""  # the reason for the cap, shown when a value exceeds it
 
     def ok(self, value: float) -> bool:
-        if value != value:  # NaN compares false with everything; reject it explicitly
+        if isinstance(value, float) and not math.isfinite(value):  # NaN compares false with everything
             return False
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             return False
         if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
             return False
+        if self.cap is not None and value > self.cap:
+            return False
         return True
 
     @property
     def text(self) -> str:
+        """What a value means: `>= 1`, `>= 0 and < 1` (the cap is `limit_text`)."""
         parts = []
         if self.lo is not None:
-            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.lo_open else '>='} {_num(self.lo)}")
         if self.hi is not None:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+            parts.append(f"{'<' if self.hi_open else '<='} {_num(self.hi)}")
         return " and ".join(parts)
+
+    @property
+    def limit_text(self) -> str:
+        """The whole allowed range, cap and its reason included: `>= 1 and <= 100: <why>`."""
+        parts = [self.text] if self.text else []
+        if self.cap is not None:
+            parts.append(f"<= {_num(self.cap)}")
+        out = " and ".join(parts)
+        return f"{out}: {self.why}" if self.cap is not None and self.why else out
 
 
 def _ge(lo: float) -> Bound:
@@ -190,24 +225,58 @@ def _gt(lo: float) -> Bound:
     return Bound(lo=lo, lo_open=True)
 
 
+def _cap(bound: Bound, cap: float, why: str) -> Bound:
+    return dataclasses.replace(bound, cap=cap, why=why)
+
+
+_PROMPT = "each prompt is a full few-shot pass over every item"
+_BATCH = "sequences per forward pass; more exhausts any accelerator's memory"
+_SEED = "seeds numpy, which takes 0 to 2**32 - 1"
+_SEED_MAX = 2**32 - 1
+
 # The one table of numeric ranges, by dotted config key. Run configs (load_run_config) and command
 # flags (probe's validate_config, `gradual train`) all check against it; a flag's name is the
-# field name with dashes (train.batch_size -> --batch-size).
+# field name with dashes (train.batch_size -> --batch-size). Caps sit far above any real use: they
+# stop an absurd value with a message before a model loads, not a crash inside the allocator.
 RANGES: dict[str, Bound] = {
-    "probe.nex": _ge(1), "probe.shots": _ge(0), "probe.samples": _ge(1), "probe.temperature": _gt(0),
-    "probe.top_k": _ge(0), "probe.batch_size": _ge(1), "probe.max_new_tokens": _ge(1), "probe.repeat": _ge(0),
-    "train.lora_r": _ge(1), "train.lora_alpha": _gt(0), "train.lora_dropout": Bound(lo=0, hi=1, hi_open=True),
-    "train.epochs": _ge(1), "train.lr": _gt(0), "train.batch_size": _ge(1), "train.grad_accum": _ge(1),
+    "seed": _cap(_ge(0), _SEED_MAX, _SEED),
+    "probe.nex": _cap(_ge(1), 100, _PROMPT),
+    "probe.shots": _cap(_ge(0), 64, "every exemplar lengthens every prompt"),
+    "probe.samples": _cap(_ge(1), 1024, "sampled answers per prompt are decoded side by side"),
+    "probe.temperature": _cap(_gt(0), 100, "beyond this sampling is uniform noise"),
+    "probe.top_k": _cap(_ge(0), 1_000_000, "larger than any vocabulary"),
+    "probe.seed": _cap(_ge(0), _SEED_MAX, "the range of the training seeds"),
+    "probe.batch_size": _cap(_ge(1), 65536, _BATCH),
+    "probe.max_new_tokens": _cap(_ge(1), 1024, "decode buffers are preallocated per row; answers are short entities"),
+    "probe.repeat": _cap(_ge(0), 100, "each repeat is another full probe"),
+    "train.lora_r": _cap(_ge(1), 65536, "wider than any model's hidden size"),
+    "train.lora_alpha": _gt(0), "train.lora_dropout": Bound(lo=0, hi=1, hi_open=True),
+    "train.epochs": _cap(_ge(1), 10000, "each epoch is a full pass over the training items"),
+    "train.lr": _cap(_gt(0), 10, "a larger learning rate only diverges"),
+    "train.batch_size": _cap(_ge(1), 65536, _BATCH),
+    "train.grad_accum": _cap(_ge(1), 65536, "steps accumulated per optimizer update"),
     "train.weight_decay": _ge(0), "train.warmup_ratio": Bound(lo=0, hi=1), "train.patience": _ge(0),
     "train.min_dev": _ge(0), "train.max_dev": _ge(1), "train.replay_ratio": _ge(0),
-    "stage2.lr_scale": _gt(0), "stage2.weight_decay": _ge(0), "stage2.replay_ratio": _ge(0), "stage2.epochs": _ge(1),
-    "max_stages": _ge(1), "limit_train": _ge(0), "limit_test": _ge(0),
+    "train.seed": _cap(_ge(0), _SEED_MAX, _SEED),
+    "stage2.lr_scale": _cap(_gt(0), 100, "stage 2 should lower the learning rate, not multiply it"),
+    "stage2.weight_decay": _ge(0), "stage2.replay_ratio": _ge(0),
+    "stage2.epochs": _cap(_ge(1), 10000, "each epoch is a full pass over the training items"),
+    "max_stages": _cap(_ge(1), 100, "each stage is a fine-tuning run plus a full re-probe"),
+    "limit_train": _ge(0), "limit_test": _ge(0),
 }
 
 
 def out_of_range(label: str, value: Any, bound: Bound) -> str:
-    """`probe.nex: -3 is out of range (>= 1)`: the key or flag, the value given, what is allowed."""
-    return f"{label}: {value!r} is out of range ({bound.text})"
+    """`probe.nex: -3 is out of range (>= 1)`: the key or flag, the value given, what is allowed.
+
+    A value over the cap gets the whole range and the cap's reason
+    (`probe.nex: 100000 is out of range (>= 1 and <= 100: each prompt is ...)`); inf and NaN are
+    named as not finite.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{label}: {value!r} is not a finite number (allowed: {bound.limit_text})"
+    over_cap = bound.cap is not None and value > bound.cap
+    return f"{label}: {_shown(value)} is out of range ({bound.limit_text if over_cap else bound.text})"
 
 
 def range_errors(obj: Any, section: str, flags: bool = False) -> list[str]:
@@ -238,11 +307,64 @@ def _known_strategy(cfg: RunConfig, errors: list[str]) -> None:
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """data[a][b] = value for "a.b". A section that is not a mapping (`probe: 3`) is left as it is,
+    for validation to report."""
     cur = data
     *parents, last = dotted.split(".")
     for part in parents:
         cur = cur.setdefault(part, {})
+        if not isinstance(cur, dict):
+            return
     cur[last] = value
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"duplicate key {key!r} (lines {first} and {second})")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by design
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+            if first is not None:
+                raise _DuplicateKey(key, first, line)
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_mapping(path: str | Path, empty: str = "empty file (expected a YAML mapping)") -> dict[str, Any]:
+    """A user's YAML file as a mapping. A missing file, a folder, non-UTF-8 bytes, invalid YAML, a key
+    given twice, a top level that is not a mapping, and (with the `empty` message) a file with no
+    content are UserErrors naming the file (and line)."""
+    from gradual.data.items import read_user_text  # the one reader of user text files
+
+    p = Path(path)
+    text = read_user_text(p, allow_empty=True)
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as exc:
+        raise UserError(f"{p}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = where(p, mark.line + 1) if mark is not None else str(p)
+        raise UserError(f"{loc}: invalid YAML ({exc.problem or exc.context})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: invalid YAML ({exc})") from None
+    if loaded is None:
+        raise UserError(f"{p}: {empty}")
+    if not isinstance(loaded, dict):
+        raise UserError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
 
 
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -252,15 +374,7 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
         p = Path(path)
         if not p.exists():
             raise UserError(f"--config: {p}: no such file")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise UserError(f"{p}: invalid YAML ({exc})") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{p}: not valid UTF-8") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UserError(f"{p}: expected a mapping at the top level")
-        data = loaded or {}
+        data = load_yaml_mapping(p, "empty config; write at least model: and data: (see configs/default.yaml)")
     for key, val in (overrides or {}).items():
         if val is not None:
             set_dotted(data, key, val)

@@ -45,8 +45,10 @@ def item_from_dict(obj: Any, path: str | os.PathLike[str], line: int | None) -> 
     ident = obj.get("id")
     if ident is None or (isinstance(ident, str) and not ident.strip()):
         raise UserError(f"{loc}: missing 'id'")
-    if not isinstance(ident, (str, int)):
-        raise UserError(f"{loc}: 'id' must be a string")
+    # A whole number is read as its digits (many QA files number their items); true, 7.5 or a list
+    # would each become some other string, so they are refused.
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+        raise UserError(f"{loc}: 'id' must be a string (or a whole number), got {_json_text(ident)}")
     question = obj.get("question")
     if not isinstance(question, str) or not question.strip():
         raise UserError(f"{loc}: missing or blank 'question'")
@@ -72,6 +74,15 @@ def item_from_dict(obj: Any, path: str | os.PathLike[str], line: int | None) -> 
         relation=obj.get("relation"),
         subject=obj.get("subject"),
     )
+
+
+def _json_text(value: Any) -> str:
+    """A value as the user wrote it in JSON (`true`, `7`, `[1]`), for messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_user_text(path: str | os.PathLike[str], *, allow_empty: bool = False) -> str:
@@ -159,6 +170,20 @@ class DatasetDir:
         return {"train": self.train, "dev": self.dev, "test": self.test}[name]
 
 
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A dataset's meta.json: a JSON object. Empty, truncated, non-UTF-8 or non-object files are
+    UserErrors naming the file (and line)."""
+    p = Path(path)
+    text = read_user_text(p)
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where(p, exc.lineno)}: malformed JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{p}: expected a JSON object, got {_json_text(meta)}")
+    return meta
+
+
 def load_dataset_dir(path: str | os.PathLike[str]) -> DatasetDir:
     p = Path(path)
     if not p.is_dir():
@@ -166,12 +191,7 @@ def load_dataset_dir(path: str | os.PathLike[str]) -> DatasetDir:
     missing = [s for s in SPLITS if not (p / f"{s}.jsonl").exists()]
     if missing:
         raise UserError(f"{p}: missing {', '.join(s + '.jsonl' for s in missing)}")
-    meta: dict[str, Any] = {}
-    if (p / "meta.json").exists():
-        try:
-            meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{p / 'meta.json'}: malformed JSON ({exc})") from None
+    meta = read_meta(p / "meta.json") if (p / "meta.json").exists() else {}
     return DatasetDir(p, *(read_items(p / f"{s}.jsonl") for s in SPLITS), meta=meta)
 
 
