@@ -514,9 +514,9 @@ def test_interrupted_probe_leaves_nothing_half_written(tiny_model_dir: Path, tmp
     proc.wait(timeout=60)
     assert proc.returncode in (130, -signal.SIGKILL)
     assert not out.exists() and not summary_path(out).exists()
-    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jsonl" and "cache" in p.parts]
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".json" and "cache" in p.parts]
     for p in leftovers:  # any cache entry present is complete
-        assert len(p.read_text().splitlines()) == len(rows)
+        assert len(json.loads(p.read_text())["rows"]) == len(rows)
 
 
 # -- real model ------------------------------------------------------------------------------------------

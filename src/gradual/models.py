@@ -266,7 +266,10 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        return model_fingerprint(self.model)
+        """The weights (model_fingerprint) and the tokenizer (tokenizer_fingerprint) in one hash: what
+        keys the probe cache. The same weights and tokenizer loaded from any folder give the same one."""
+        h = hashlib.sha256(f"{model_fingerprint(self.model)}\x00{tokenizer_fingerprint(self.tokenizer)}".encode())
+        return h.hexdigest()[:16]
 
 
 def load_tokenizer(path: str, **kw: Any) -> Any:
@@ -329,6 +332,33 @@ def model_fingerprint(model: Any) -> str:
             h.update(str(tuple(t.shape)).encode())
             h.update(sample.numpy().tobytes())
             h.update(repr(float(flat.to(torch.float64).sum())).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tok: Any) -> str:
+    """A stable hash of what a tokenizer does: its serialized state, never where it was loaded from.
+
+    A fast tokenizer's backend serializes its whole pipeline (vocabulary, merges, added tokens,
+    normalizer, pre- and post-processor); its padding and truncation settings are left out, as the
+    tokenizer rewrites them on every padded call. Special tokens, chat template and padding side are
+    added, as they change prompts and batches. A slow tokenizer contributes its class and vocabulary."""
+    h = hashlib.sha256()
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("padding", None)
+        state.pop("truncation", None)
+        h.update(json.dumps(state, sort_keys=True, ensure_ascii=False).encode())
+    else:
+        h.update(type(tok).__name__.encode())
+        vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
+        h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    extra = {"special_tokens": getattr(tok, "special_tokens_map", {}),
+             "chat_template": getattr(tok, "chat_template", None),
+             "padding_side": getattr(tok, "padding_side", None),
+             "add_bos_token": getattr(tok, "add_bos_token", None),
+             "add_eos_token": getattr(tok, "add_eos_token", None)}
+    h.update(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str).encode())
     return h.hexdigest()[:16]
 
 

@@ -18,6 +18,10 @@ from typing import Any, Sequence
 from gradual.data.items import Item
 
 STOP = "\n"
+# Version of the text formats below (probe prompt and fine-tune prompt/target). Bump it whenever the probe
+# or fine-tune text format changes: it is part of every probe cache key (gradual.probe.cache), so
+# entries computed with an older format are recomputed, never served.
+PROMPT_VERSION = 1
 
 
 def query(question: str) -> str:

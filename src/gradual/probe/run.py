@@ -301,7 +301,9 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     """Categorize `items` (SliCK) with model `lm`; see the module docstring.
 
     exemplars None: the items themselves are the exemplar pool (never an item's own exemplar).
-    Passes are cached under `cache_dir` (default gradual.models.cache_dir()/"probe") when config.cache.
+    Passes are cached under `cache_dir` (default gradual.models.cache_dir()/"probe") when config.cache;
+    an entry is served only when it proves itself, and the summary's "cache" field says what the cache
+    did (see gradual.probe.cache). A folder that cannot take entries costs one warning, not the probe.
     `engine` overrides the default HFEngine (e.g. another backend), keyed by the same cache.
     """
     from gradual.models import cache_dir as default_cache_dir
@@ -327,14 +329,19 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     seeds = [config.seed + r for r in range(config.repeat + 1)]
     passes: list[list[ProbeRow]] = []
     cached, tokens, compute_s = 0, 0, 0.0
+    states: list[str] = []  # per pass: what the cache did (gradual.probe.cache docstring)
+    writable = True  # until a write fails: then one warning, and no more writes
+    ids = [it.id for it in items]
     with _Progress(progress and dist.is_main()) as bar:
         for r, seed in enumerate(seeds):
             key = pcache.entry_key({**base_key, "seed": seed})
             # The main process reads the cache and hands the entry to every rank: all take the same
             # branch even where ranks on other nodes have their own (or no) cache folder.
-            hit = dist.on_main(lambda key=key: pcache.load_entry(cdir, key) if cdir is not None else None)
-            if hit is not None and len(hit) == len(items):
-                passes.append([ProbeRow.from_dict(d) for d in hit])
+            found = dist.on_main(lambda key=key: pcache.load_entry(cdir, key, ids, ProbeRow.from_dict)
+                                 if cdir is not None else None)
+            if found is not None and found.hit:
+                passes.append(found.rows or [])  # a hit always has its rows
+                states.append(pcache.HIT)
                 cached += 1
                 continue
             if engine is None:
@@ -353,8 +360,17 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
             done = dist.all_gather((getattr(engine, "tokens_processed", 0) - before, time.perf_counter() - t1))
             compute_s += max(s for _, s in done)
             tokens += sum(t for t, _ in done)
+            state = pcache.OFF if found is None else found.describe()
             if cdir is not None and dist.is_main():
-                pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
+                if writable:
+                    try:
+                        pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
+                    except OSError as exc:  # read-only, full, or not a folder: the rows are still good
+                        pcache.warn_unwritable(cdir, exc)
+                        writable = False
+                if not writable:
+                    state = pcache.UNWRITABLE
+            states.append(state)
             passes.append(rows)
     main = passes[0]
     for r, rows in enumerate(passes[1:]):
@@ -362,14 +378,14 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
             m.repeat_categories.append(x.category)
     wall = time.perf_counter() - t0
     summary = _summary(main, passes, seeds, config, model, exemplars is None, len(pool), wall, compute_s,
-                       cached, tokens)
+                       cached, tokens, pcache.summary_state(states))
     summary["backend"] = backend
     return ProbeResult(main, summary)
 
 
 def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int], cfg: ProbeConfig,
              model: dict[str, Any], self_pool: bool, n_pool: int, wall: float, compute_s: float, cached: int,
-             tokens: int) -> dict[str, Any]:
+             tokens: int, cache: str | list[str] = pcache.OFF) -> dict[str, Any]:
     n = len(main)
     counts = {c: sum(1 for r in main if r.category == c) for c in CATEGORIES}
     by_rel: dict[str, dict[str, int]] = {}
@@ -413,6 +429,7 @@ def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int
         "processes": dist.world_size(),  # items were split across this many ranks (accelerate launch)
         "passes_computed": computed,
         "passes_cached": cached,
+        "cache": cache,  # per pass: off / hit / miss / recomputed (bad entry: ...) / unwritable (gradual.probe.cache)
         "questions_per_s": round(n * computed / compute_s, 3) if compute_s > 0 else None,
         "tokens_processed": tokens,
         "noise": noise,
