@@ -233,3 +233,25 @@ def test_resume_redoes_a_damaged_summary_and_refuses_a_damaged_record(
     _refused(run_cli("run", "--config", str(cfg), "--out", str(copy), "--resume", "--quiet"),
              "config.yaml is damaged")
     assert yaml.safe_load((run / "config.yaml").read_text())["config"]["strategy"] == "all"
+
+
+# --- prompts longer than the model's context are refused before any forward ----------------------
+
+def test_a_prompt_longer_than_the_context_names_its_item(tmp_path: Path, tiny_model_dir: Path,
+                                                         sample_items: list[dict], cache: Path) -> None:
+    rows = [dict(r) for r in sample_items]
+    rows[2]["question"] = "Which " + "very " * 2000 + "long question?"  # past the tiny model's 1,024 positions
+    path = tmp_path / "long.jsonl"
+    write_jsonl(path, rows)
+    _refused(run_cli("probe", "--model", str(tiny_model_dir), "--data", str(path), "--out", str(tmp_path / "p.jsonl"),
+                     *PROBE_FLAGS), f"item '{rows[2]['id']}': its longest few-shot prompt plus --max-new-tokens needs",
+             "more than the model's context of 1024", "--shots")
+    assert not (tmp_path / "p.jsonl").exists() and not cache.exists()  # nothing computed, nothing cached
+    _refused(run_cli("eval", "--model", str(tiny_model_dir), "--data", str(path), "--out", str(tmp_path / "e.json"),
+                     "--device", "cpu", "--dtype", "fp32"), f"item '{rows[2]['id']}'", "context of 1024")
+    # An exemplar that is long enough to overflow every prompt it joins is caught too (not only the question).
+    rows[2]["question"], rows[5]["answers"] = "What is the capital of Peru?", ["Lima " + "x " * 1500]
+    write_jsonl(path, rows)
+    res = run_cli("probe", "--model", str(tiny_model_dir), "--data", str(path), "--out", str(tmp_path / "p.jsonl"),
+                  *PROBE_FLAGS)
+    _refused(res, "more than the model's context of 1024", "items are too long")

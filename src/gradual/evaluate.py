@@ -80,6 +80,12 @@ def evaluate_items(
     fmt = FinetuneFormat(chat)
     mine = dist.shard(range(len(items)))  # this process's item indices (all of them in one process)
     prompts = {i: fmt.prompt(items[i].question, lm.tokenizer) for i in mine}
+    from gradual.context import check_fits, context_window, token_lengths
+
+    lengths = token_lengths(lm.tokenizer, [prompts[i] for i in mine])
+    check_fits(((items[i].id, n + max_new_tokens) for i, n in zip(mine, lengths)),
+               context_window(getattr(lm, "model", None)), "its prompt plus --max-new-tokens",
+               "shorten the question or lower --max-new-tokens")
     # Batches of similar length keep padding low; each batch is one progress step.
     order = sorted(mine, key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}

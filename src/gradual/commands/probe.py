@@ -114,13 +114,18 @@ def probe_cmd(
     console.print(table)
     rate = s["questions_per_s"]
     console.print(f"wall {s['wall_s']:.1f} s" + (f", {rate:.2f} questions/s" if rate else "") +
-                  (f", {s['passes_cached']} pass(es) from cache" if s["passes_cached"] else ""))
+                  (f", cache: {_cache_state(s.get('cache'))}" if s.get("cache") not in (None, "off", "miss") else ""))
     if s["noise"]["repeats"]:
         n = s["noise"]
         flips = ", ".join(f"{p['flip_rate']:.1%}" for p in n["per_repeat"])
         console.print(f"noise: category flip rate per repeat {flips}; items changed in any repeat "
                       f"{n['changed_share']:.1%}")
     console.print(f"wrote {out} and {summary_path(out)}")
+
+
+def _cache_state(state: str | list[str]) -> str:
+    """The summary's cache state, one per pass when they differ (gradual.probe.cache)."""
+    return state if isinstance(state, str) else ", ".join(f"pass {i} {s}" for i, s in enumerate(state))
 
 
 def register(app: typer.Typer) -> None:

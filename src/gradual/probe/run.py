@@ -34,7 +34,7 @@ from gradual.probe.backends import backend_errors, backend_identity, make_engine
 from gradual.probe.engine import ProbeEngine
 from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
-from gradual.prompts import STOP, answer_continuation, probe_prefix, query
+from gradual.prompts import STOP, answer_continuation, exemplar, probe_prefix, query
 
 RULES = {
     "sample": "HighlyKnown: p_greedy = 1; MaybeKnown: 0 < p_greedy < 1; WeaklyKnown: p_greedy = 0 and "
@@ -289,6 +289,27 @@ class _Progress:
         return lambda n: self._p.advance(tid, n)
 
 
+def check_prompts_fit(lm: Any, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig,
+                      seeds: Sequence[int]) -> None:
+    """Refuse (exit 2, naming the item) a probe whose longest prompt, its exemplars + question +
+    max_new_tokens, is longer than the model's context, before any forward pass. An exemplar set's
+    length is the sum of its exemplars' lengths (the prefix tokenizes the same up to a token at a seam)."""
+    from gradual.context import check_fits, context_window, token_lengths
+
+    window = context_window(getattr(lm, "model", None))
+    if window is None:
+        return
+    tok = lm.tokenizer
+    shot_len = dict(zip((e.id for e in pool), token_lengths(tok, [exemplar(e.question, e.answer) for e in pool])))
+    need = {it.id: n + cfg.max_new_tokens for it, n in zip(items, token_lengths(tok, [query(it.question) for it in items]))}
+    longest = dict.fromkeys(need, 0)
+    for seed in seeds:
+        for ident, sets in assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed).sets.items():
+            longest[ident] = max(longest[ident], *(sum(shot_len[e.id] for e in es.items) for es in sets))
+    check_fits(((i, need[i] + longest[i]) for i in need), window, "its longest few-shot prompt plus --max-new-tokens",
+               "shorten the question or its exemplars, or lower --shots or --max-new-tokens")
+
+
 def _model_info(lm: Any) -> dict[str, Any]:
     pl = lm.placement
     return {"spec": lm.spec, "fingerprint": lm.fingerprint, "device": str(pl.device),
@@ -316,6 +337,8 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
         dist.refuse(f"--backend {config.backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     t0 = time.perf_counter()
     pool = list(exemplars) if exemplars is not None else list(items)
+    seeds = [config.seed + r for r in range(config.repeat + 1)]
+    check_prompts_fit(lm, items, pool, config, seeds)
     model = _model_info(lm)
     backend = backend_identity(config.backend)  # backends differ in sampler and kernels: never share a cache entry
     base_key = {"backend": backend,
@@ -326,7 +349,6 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
         "max_new_tokens": config.max_new_tokens, "scorer": SCORER_VERSION, "full": config.full,
     }
     cdir = (cache_dir or default_cache_dir() / "probe") if config.cache else None
-    seeds = [config.seed + r for r in range(config.repeat + 1)]
     passes: list[list[ProbeRow]] = []
     cached, tokens, compute_s = 0, 0, 0.0
     states: list[str] = []  # per pass: what the cache did (gradual.probe.cache docstring)
