@@ -24,8 +24,11 @@ from gradual.strategies import STRATEGIES
 # The probe's estimators and backends: these Literals are the one list (validation, help, flags).
 Estimator = Literal["sample", "exact"]
 Backend = Literal["hf", "vllm"]
+# fewshot: SliCK's k-shot prompts (PAPER.md §1); zeroshot: the bare "Q: ...\nA:" the fine-tuned model answers.
+ProbeFormat = Literal["fewshot", "zeroshot"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 BACKENDS: tuple[str, ...] = get_args(Backend)
+PROBE_FORMATS: tuple[str, ...] = get_args(ProbeFormat)
 
 
 @dataclass
@@ -49,6 +52,10 @@ class ProbeConfig:
     full: bool = False
     # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
     backend: Backend = "hf"
+    # The prompt the categories are measured in. zeroshot (Gong et al. 2025's objection to few-shot
+    # probing): the fine-tune format, one prompt and no exemplars, so nex and shots do not apply and
+    # no item can be MaybeKnown (one greedy answer is right or wrong); see gradual.probe.run.
+    format: ProbeFormat = "fewshot"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from gradual.model_spec import DEFAULT_MODEL
 from gradual.commands import one_of
-from gradual.config import BACKENDS, ESTIMATORS, ProbeConfig
+from gradual.config import BACKENDS, ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
@@ -28,6 +28,8 @@ console = Console(quiet=not is_main())
 _D = ProbeConfig()
 ESTIMATOR_NOTE = ("sample: --samples answers at --temperature per prompt (the paper's protocol); exact: their "
                   "probability by teacher forcing (README: The method, as built).")
+FORMAT_NOTE = ("fewshot: --shots exemplars per prompt, --nex prompts (SliCK); zeroshot: the bare question as "
+               "fine-tuning and eval ask it, one prompt (no MaybeKnown).")
 # rich markup would swallow [vllm]: escaped.
 BACKEND_NOTE = "hf runs on CPU or GPU; vllm on a GPU (pip install 'gradual\\[vllm]')."
 
@@ -58,6 +60,7 @@ def probe_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     backend: str = typer.Option(_D.backend, "--backend", help=one_of(BACKENDS, BACKEND_NOTE + " --device is "
                                 "ignored under vllm: vLLM uses the GPU.")),
+    prompt_format: str = typer.Option(_D.format, "--format", help=one_of(PROBE_FORMATS, FORMAT_NOTE)),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
     from gradual.model_spec import check_model_spec
@@ -72,7 +75,7 @@ def probe_cmd(
     cfg = ProbeConfig(estimator=estimator, nex=nex, shots=shots, samples=samples,  # type: ignore[arg-type]
                       temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
                       max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache, full=full,
-                      backend=backend)  # type: ignore[arg-type]
+                      backend=backend, format=prompt_format)  # type: ignore[arg-type]
     validate_config(cfg)  # every bad flag before the model loads
     if limit < 0:
         raise UserError(f"--limit: {limit} is out of range (>= 0)")

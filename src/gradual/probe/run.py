@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from gradual.answers import PUNCTUATION, SCORER_VERSION, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual import distributed as dist
-from gradual.config import ESTIMATORS, ProbeConfig
+from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
@@ -108,6 +108,8 @@ def validate_config(cfg: ProbeConfig) -> None:
     errors = []
     if cfg.estimator not in ESTIMATORS:
         errors.append(f"--estimator: {cfg.estimator!r} is not one of {', '.join(ESTIMATORS)}")
+    if cfg.format not in PROBE_FORMATS:
+        errors.append(f"--format: {cfg.format!r} is not one of {', '.join(PROBE_FORMATS)}")
     from gradual.config import range_errors  # the one table of ranges, shared with run configs
 
     errors += range_errors(cfg, "probe", flags=True)
@@ -289,6 +291,13 @@ class _Progress:
         return lambda n: self._p.advance(tid, n)
 
 
+def as_computed(cfg: ProbeConfig) -> ProbeConfig:
+    """The settings a probe computes with. zeroshot is SliCK with one prompt of no exemplars: its prompt,
+    "" + "Q: <question>\nA:", is the zero-shot fine-tune format (gradual.prompts), so the engine, the
+    rules and the cache are those of fewshot with nex 1 and shots 0."""
+    return dataclasses.replace(cfg, nex=1, shots=0) if cfg.format == "zeroshot" else cfg
+
+
 def check_prompts_fit(lm: Any, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig,
                       seeds: Sequence[int]) -> None:
     """Refuse (exit 2, naming the item) a probe whose longest prompt, its exemplars + question +
@@ -332,6 +341,7 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     validate_config(config)
     if not items:
         raise UserError("--data: no items to probe")
+    config = as_computed(config)  # the summary records what was computed (zeroshot: nex 1, shots 0)
     dist.check_shardable(len(items), "--data")
     if config.backend != "hf":
         dist.refuse(f"--backend {config.backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
