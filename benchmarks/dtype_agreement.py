@@ -2,7 +2,7 @@
 
 Run as: .venv/bin/python benchmarks/dtype_agreement.py [--dtype bf16] [--items 100] [--estimator sample]
 
-The engine's per-row randomness is counter-based (gradual.probe.sampling), so a row's draws never
+The engine's per-row randomness is counter-based (gradual.lm.sampling), so a row's draws never
 depend on its batch; its *logits* can. In fp32 a row's logits are the same whatever it is batched
 with (every probe here gives identical categories), so early exit, --full and any batch size give
 the same categories. In bf16 the matmul kernels' blocking (and so the rounding of every sum) follows
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from probe_speed import fixed_sample, load_data  # noqa: E402
 
 from gradual.config import ProbeConfig  # noqa: E402
-from gradual.models import cpu_isa, load_model  # noqa: E402
+from gradual.lm.load import cpu_isa, load_model  # noqa: E402
 from gradual.probe import probe  # noqa: E402
 
 

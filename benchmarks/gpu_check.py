@@ -75,7 +75,7 @@ def prepare(folder: Path) -> None:
     """Save the tokenizer and download the extra wheels (here, with the package index reachable)."""
     import subprocess
 
-    from gradual.models import load_tokenizer, resolve_spec
+    from gradual.lm.load import load_tokenizer, resolve_spec
 
     path, kw = resolve_spec("smollm2-135m")
     load_tokenizer(path, **kw).save_pretrained(folder / "tokenizer")
@@ -89,7 +89,7 @@ def prepare(folder: Path) -> None:
 
 def tokenizer(path: str | None) -> Any:
     """The saved tokenizer, or the embedded model's (converted here on first use)."""
-    from gradual.models import load_tokenizer, resolve_spec
+    from gradual.lm.load import load_tokenizer, resolve_spec
 
     if path:
         return load_tokenizer(path)
@@ -117,9 +117,9 @@ def random_llama(tok: Any, size: str, device: Any, dtype: Any, seed: int = 0, in
 
 
 def loaded(model: Any, tok: Any, device: Any, dtype: Any) -> Any:
-    """A gradual LoadedModel over an in-memory model, placed as gradual.models.load_model places one."""
-    from gradual.models import LoadedModel, Placement, contiguous_head_input
-    from gradual.onednn_head import use_onednn_head
+    """A gradual LoadedModel over an in-memory model, placed as gradual.lm.load.load_model places one."""
+    from gradual.lm.load import LoadedModel, Placement, contiguous_head_input
+    from gradual.lm.onednn_head import use_onednn_head
 
     contiguous_head_input(model)
     use_onednn_head(model)
@@ -207,7 +207,7 @@ def training(tok: Any, device: Any, size: str) -> dict[str, Any]:
     items = synthetic_items(32, 3, "t")
     dev = synthetic_items(8, 4, "d")
     cfg = TrainConfig(epochs=3, lr=3e-3, batch_size=8, lora_dropout=0.0, min_dev=100, seed=0)
-    # The model loads in bf16 on a GPU, as gradual.models places it; the stage picks its own precision.
+    # The model loads in bf16 on a GPU, as gradual.lm.load places it; the stage picks its own precision.
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     lm = loaded(random_llama(tok, size, device, dtype), tok, device, dtype)
     with tempfile.TemporaryDirectory() as tmp:

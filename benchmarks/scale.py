@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from gradual.data.items import read_items, seeded_subset
     from gradual.data.world import ensure_world
-    from gradual.models import choose_placement, cpu_isa
+    from gradual.lm.load import choose_placement, cpu_isa
 
     world = ensure_world(ROOT / "data" / "world", seed=0)
     items = seeded_subset(read_items(world / "train.jsonl"), args.items, seed=0)

@@ -44,7 +44,7 @@ import torch
 
 from gradual.config import TrainConfig
 from gradual.data.items import Item
-from gradual.models import load_model
+from gradual.lm.load import load_model
 from gradual.prompts import FinetuneFormat
 from gradual.train.data import Collator, encode_item
 

@@ -58,7 +58,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir: Path):
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
 

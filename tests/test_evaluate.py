@@ -24,7 +24,7 @@ def memorized_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def memorized_lm(memorized_dir: Path) -> Any:
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     return load_model(str(memorized_dir), device="cpu", dtype="fp32")
 
@@ -78,7 +78,7 @@ def test_evaluate_items_scores_known_answers(memorized_lm: Any) -> None:
     assert plain.accuracy == 0.75 and plain.by_category == {} and plain.hallucination_rate is None
     assert [p["prediction"] for p in plain.predictions] == [p["prediction"] for p in r.predictions]
     # Eval checks each gold answer as a draft in the prompt pass; plain decoding gives the same answers.
-    from gradual.probe.engine import greedy_answers
+    from gradual.lm.hf import greedy_answers
     from gradual.prompts import query
 
     decoded = greedy_answers(memorized_lm.model, memorized_lm.tokenizer, [query(it.question) for it in items],
@@ -165,7 +165,7 @@ def test_eval_applies_a_peft_adapter(memorized_dir: Path, tmp_path: Path) -> Non
     without, pred = run(tmp_path / "plain.json", None)
     assert pred == "Paris" and without["accuracy"] == 0.0 and without["adapter"] is None
 
-    from gradual.models import load_model, model_fingerprint
+    from gradual.lm.load import load_model, model_fingerprint
 
     plain = load_model(str(memorized_dir), "cpu", "fp32")
     merged = ev.apply_adapter(load_model(str(memorized_dir), "cpu", "fp32"), tmp_path / "adapter")

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.test_two_stage import _config
 
-CUT = "…"  # gradual.probe.engine.CUT_MARK: the engine stopped an answer that could no longer be right
+CUT = "…"  # gradual.lm.hf.CUT_MARK: the engine stopped an answer that could no longer be right
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_merged_run_loads_in_plain_transformers_and_answers_as_the_run_did(finis
     rows = _predictions(run)
     _assert_same_answers(_plain_answers(model, tok, rows), rows)
     # Not stage 2's adapter on the base: that model was never evaluated, and here it answers otherwise.
-    from gradual.models import model_fingerprint
+    from gradual.lm.load import model_fingerprint
 
     assert meta["fingerprint"] == model_fingerprint(model)
     after1 = tmp_path / "after1"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradual.onednn_head import MIN_OUT_FEATURES, OneDNNHead, onednn_available, use_onednn_head
+from gradual.lm.onednn_head import MIN_OUT_FEATURES, OneDNNHead, onednn_available, use_onednn_head
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
 

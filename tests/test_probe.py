@@ -23,7 +23,7 @@ from gradual.config import ProbeConfig
 from gradual.data.items import Item, item_from_dict
 from gradual.errors import UserError
 from gradual.probe import CATEGORIES, ProbeResult, categorize, load_probe, probe, save_probe
-from gradual.probe.engine import HFEngine, tempered_topk
+from gradual.lm.hf import HFEngine, tempered_topk
 from gradual.answers import is_correct
 from gradual.probe.run import accepted_continuations, summary_path
 from gradual.probe.slick import ANY_RELATION, assign_exemplar_sets, p_seen_from_prompts
@@ -214,7 +214,7 @@ def test_drafts_give_the_decoders_greedy_texts_and_scores(tiny_model_dir: Path) 
     decoding gives, with or without cutting, for drafts that are the answer, a prefix of it, longer
     than it, wrong at the first or a later token, empty, longer than max_new_tokens, or ending in the
     stop; and the same exact probabilities as the separate scoring pass."""
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     lm = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
     gen = torch.Generator().manual_seed(1)
@@ -294,7 +294,7 @@ class _ScriptedEngine:
 
     def run(self, prefix, suffixes, *, greedy=True, samples=0, sample_keys=None, continuations=None,  # type: ignore[no-untyped-def]
             temperature=1.0, top_k=0, select=None):
-        from gradual.probe.engine import RunOutput
+        from gradual.lm.hf import RunOutput
 
         prefixes = [prefix] * len(suffixes) if isinstance(prefix, str) else list(prefix)
         out = RunOutput(greedy=[])
@@ -368,7 +368,7 @@ def test_early_exit_same_categories_on_tiny_model(tiny_model_dir: Path, sample_i
     items spread over categories; early exit and --full must agree for both estimators and three seeds."""
     import dataclasses
 
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.probe.run import _prompt_key
 
     lm = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
@@ -523,7 +523,7 @@ def test_interrupted_probe_leaves_nothing_half_written(tiny_model_dir: Path, tmp
 
 @pytest.mark.real_model
 def test_real_model_capital_of_france_is_highly_known() -> None:
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     lm = load_model("smollm2-135m")
     caps = [("France", "Paris"), ("Germany", "Berlin"), ("Japan", "Tokyo"), ("Italy", "Rome"),
@@ -554,7 +554,7 @@ def _early_exit_items() -> list[Item]:
 def test_real_model_early_exit_keeps_categories(estimator: str) -> None:
     """In fp32 a row's logits do not depend on the rows batched with it, so early exit (other rows, other
     batches) gives exactly the categories of --full, on every CPU kind (fp32 forced: the promise is fp32's)."""
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     lm = load_model("smollm2-135m", dtype="fp32")
     items = _early_exit_items()
@@ -580,7 +580,7 @@ def test_real_model_bf16_early_exit_flips_few_categories() -> None:
     """The bf16 contract (what CPUs with native bf16 and GPUs run): the same probe twice gives the same
     categories, and early exit differs from --full on at most a few items near a threshold. Runs where
     gradual picks bf16 itself; elsewhere (bf16 emulated, ~7x slower) set GRADUAL_TEST_BF16=1 to force it."""
-    from gradual.models import choose_placement, load_model
+    from gradual.lm.load import choose_placement, load_model
 
     if choose_placement("cpu").dtype != torch.bfloat16 and not os.environ.get("GRADUAL_TEST_BF16"):
         pytest.skip("this CPU runs fp32 (no native bf16); GRADUAL_TEST_BF16=1 runs this test in emulated bf16")
@@ -601,7 +601,7 @@ def test_cut_greedy_answers_are_wrong_whatever_follows() -> None:
     """can_still_match never gives up on a text one of whose continuations is_correct accepts: every
     prefix of a correct prediction can still match (so cutting a greedy answer keeps its correctness)."""
     from gradual.answers import is_correct
-    from gradual.probe.engine import answer_skeleton, can_still_match
+    from gradual.lm.hf import answer_skeleton, can_still_match
 
     cases = [
         ("Côte d'Ivoire", ["Cote d'Ivoire"]), ("the Gambia", ["Gambia"]), ("Gambia, The", ["The Gambia"]),

@@ -79,7 +79,7 @@ def test_key_covers_prompt_version_and_libraries(monkeypatch: pytest.MonkeyPatch
 def test_changed_tokenizer_is_another_fingerprint_and_a_miss(tiny_lm, tiny_model_dir: Path, sample_items: list[dict],
                                                             tmp_path: Path) -> None:
     """(a) Same weights, a tokenizer with one more token: another fingerprint, so no entry is shared."""
-    from gradual.models import load_model, model_fingerprint, tokenizer_fingerprint
+    from gradual.lm.load import load_model, model_fingerprint, tokenizer_fingerprint
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
@@ -105,7 +105,7 @@ def test_changed_tokenizer_is_another_fingerprint_and_a_miss(tiny_lm, tiny_model
 def test_moved_cache_and_model_folder_still_hit(tiny_lm, tiny_model_dir: Path, sample_items: list[dict],
                                                 tmp_path: Path) -> None:
     """(e) The fingerprint is of what was loaded, not where from; the entry holds no path of its own."""
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     items = _items(sample_items)
     first = probe(tiny_lm, items, None, CFG, progress=False, cache_dir=tmp_path / "c1")

@@ -16,7 +16,7 @@ OTHERS = (("What is the capital of Peru?", "Lima"), ("Which continent is Japan o
 
 @pytest.fixture(scope="module")
 def memorized(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     return load_model(str(memorized_model_dir(tmp_path_factory)), "cpu", "fp32")
 
@@ -45,7 +45,7 @@ def test_zeroshot_asks_the_fine_tune_prompt_once_and_agrees_with_eval(memorized,
                                                                        tmp_path: Path) -> None:
     from gradual.evaluate import evaluate_items
     from gradual.probe import probe
-    from gradual.probe.backends import make_engine
+    from gradual.lm.backends import make_engine
 
     items = _items()
     cfg = ProbeConfig(estimator=estimator, format="zeroshot", nex=10, shots=4, samples=4, max_new_tokens=6)
@@ -65,7 +65,7 @@ def test_zeroshot_asks_the_fine_tune_prompt_once_and_agrees_with_eval(memorized,
 
 def test_fewshot_is_the_default_and_puts_exemplars_before_the_question(memorized, tmp_path: Path) -> None:
     from gradual.probe import probe
-    from gradual.probe.backends import make_engine
+    from gradual.lm.backends import make_engine
 
     items = _items()
     cfg = ProbeConfig(estimator="exact", nex=2, shots=2, max_new_tokens=6, full=True)

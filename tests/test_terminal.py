@@ -72,7 +72,7 @@ def test_cached_hub_id_loads_with_the_hub_unreachable(tmp_path: Path, tiny_model
 
 
 def test_locate_rejects_bad_paths_without_the_hub(tmp_path: Path) -> None:
-    from gradual.model_spec import check_model_spec, locate
+    from gradual.lm.spec import check_model_spec, locate
 
     with pytest.raises(UserError, match="no such GGUF file"):
         locate(str(tmp_path / "m.gguf"))
@@ -166,7 +166,7 @@ def test_training_progress_is_rich_not_tqdm(tiny_model_dir: Path, sample_items: 
                                             capfd: pytest.CaptureFixture[str]) -> None:
     from gradual.config import TrainConfig
     from gradual.data.items import item_from_dict
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.train import train_stage
 
     tiny_lm = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")  # train_stage adds LoRA in place

@@ -19,7 +19,7 @@ FAST = dict(batch_size=4, lr=5e-3, lora_r=4, lora_dropout=0.0, min_dev=2, max_de
 @pytest.fixture
 def lm(tiny_model_dir: Path):
     """A fresh model per test: train_stage injects LoRA layers into it."""
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
 
@@ -151,7 +151,7 @@ def test_stage_trains_lora_only_and_writes_outputs(lm, items, tmp_path: Path) ->
 def test_saved_adapter_loads_with_same_logits_and_merge(lm, items, tmp_path: Path, tiny_model_dir: Path) -> None:
     from peft import PeftModel
 
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.train import load_stage_result, merge_into_base, stage_done, train_stage
 
     res = train_stage(lm, items[:8], [], TrainConfig(epochs=1, **FAST), tmp_path / "s", progress=False)
@@ -212,7 +212,7 @@ def test_early_stopping_restores_best_epoch(lm, items, tmp_path: Path, monkeypat
 def test_full_finetuning_restores_best_epoch(lm, items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Full fine-tuning: the Trainer's best checkpoint holds every weight, and they all come back."""
     import gradual.train.stage as stage_mod
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     accs = iter([0.2, 0.6, 0.4, 0.4])
     snapshots: list[dict[str, torch.Tensor]] = []

@@ -313,7 +313,7 @@ def test_two_stage_full_finetuning_reprobes_and_evaluates_trained_weights(
         two_stage: tuple[Path, Path], tmp_path: Path, cache: Path) -> None:
     from gradual.data.items import load_dataset_dir
     from gradual.evaluate import evaluate_items
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.pipeline import Pipeline, run_pipeline
 
     model, data = two_stage

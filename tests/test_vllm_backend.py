@@ -27,11 +27,11 @@ from gradual.config import ProbeConfig
 from gradual.data.items import Item, item_from_dict
 from gradual.errors import UserError
 from gradual.probe import probe
-from gradual.probe import backends
-from gradual.probe.engine import HFEngine, set_prob, token_prob
+from gradual.lm import backends
+from gradual.lm.hf import HFEngine, set_prob, token_prob
 from gradual.probe.run import _prompt_key
 from gradual.probe.slick import assign_exemplar_sets
-from gradual.probe.vllm_engine import continuation_prob, topk_set_prob, topk_token_prob
+from gradual.lm.vllm import continuation_prob, topk_set_prob, topk_token_prob
 from gradual.prompts import probe_prefix, query
 
 FAKE_VERSION = "0.0-fake"

@@ -105,7 +105,7 @@ def run_compare(
                 extra = {"probe.seed": e} if e is not None else {}
                 cfg = load_run_config(config, {**(overrides or {}), **extra, "strategy": s, "seed": k})
                 plan.append((s, k, cfg, out / "runs" / run_name(s, k, e)))
-    from gradual.model_spec import check_model_spec
+    from gradual.lm.spec import check_model_spec
 
     check_model_spec(plan[0][2].model)  # one model for every run: a typo fails now, not after torch loads
     from gradual.runlock import folder_lock

@@ -48,7 +48,7 @@ class ProbeConfig:
     cache: bool = True
     # Every prompt, sample and score for every item (the paper's full estimates). Off: each item stops
     # at the evidence that settles its category; the categories are the same in fp32, the work far less
-    # (in bf16 a few items near a threshold can differ: see gradual.probe.engine).
+    # (in bf16 a few items near a threshold can differ: see gradual.lm.hf).
     full: bool = False
     # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
     backend: Backend = "hf"

@@ -9,7 +9,7 @@ Without WORLD_SIZE (or with 1) every helper here is a no-op that never imports t
 or creates a process group, so a single-process run is exactly what it was.
 
 The contract the commands follow:
-- each rank loads the model on its own device (gradual.models.choose_placement asks `device_index`);
+- each rank loads the model on its own device (gradual.lm.load.choose_placement asks `device_index`);
 - probe and eval split their items with `shard` (items[rank::world]); every random draw is keyed by
   (seed, item, exemplar set), so a rank computes for its items exactly what one process would, and
   `gather` puts the rows back in the original order on every rank;

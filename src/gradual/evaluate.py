@@ -67,14 +67,14 @@ def evaluate_items(
 ) -> EvalResult:
     """Greedy exact match of `lm` (a LoadedModel) on `items`, zero-shot in the fine-tune format.
 
-    backend "vllm": `lm` may be a gradual.probe.backends.VLLMModel; answers come from the vLLM
+    backend "vllm": `lm` may be a gradual.lm.backends.VLLMModel; answers come from the vLLM
     engine's greedy (the zero-shot prompt as the suffix, empty prefix, stop at the newline).
 
     Under a multi-process launch each rank generates for its shard (items[rank::world]) and every
     rank gets all predictions back in item order; greedy decoding makes them those of one process."""
     from gradual import distributed as dist
     from gradual.answers import is_correct
-    from gradual.probe.engine import greedy_answers
+    from gradual.lm.hf import greedy_answers
     from gradual.prompts import FinetuneFormat
 
     fmt = FinetuneFormat(chat)
@@ -93,7 +93,7 @@ def evaluate_items(
 
     engine = None
     if backend != "hf":
-        from gradual.probe.backends import make_engine
+        from gradual.lm.backends import make_engine
 
         engine = make_engine(backend, lm, batch_size=batch_size, max_new_tokens=max_new_tokens)
 
@@ -198,7 +198,7 @@ def evaluate_file(
     from gradual.atomic import write_json, write_jsonl
     from gradual.data.items import read_items
     from gradual.errors import UserError
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
 
     data_p, out_p = Path(data), Path(out)
     if not data_p.is_file():
@@ -220,7 +220,7 @@ def evaluate_file(
             raise UserError(f"--backend {backend}: --run evaluates a run's rebuilt weights with the hf backend")
         rw = finished_run(run, stage)
         model, chat = rw.cfg.model, chat or rw.cfg.train.chat
-    from gradual.probe.backends import backend_errors, backend_identity
+    from gradual.lm.backends import backend_errors, backend_identity
 
     bad = backend_errors(backend, "sample", 1)  # eval decodes greedily: only the backend's presence matters
     if bad:
@@ -233,7 +233,7 @@ def evaluate_file(
         dist.refuse(f"--backend {backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     cats = load_categories(categories) if categories is not None else None
     if backend == "vllm":  # vLLM loads the weights; the adapter rides on a LoRA request where it can
-        from gradual.probe.backends import vllm_model
+        from gradual.lm.backends import vllm_model
 
         lm: Any = vllm_model(model, adapter=adapter, dtype=dtype)
     elif rw is not None:
@@ -263,7 +263,7 @@ def predictions_path(out: Path) -> Path:
 
 def few_shot_answers(lm: Any, questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:
     """Greedy answers behind the fixed sanity prompt (gradual.prompts.SANITY_EXEMPLARS)."""
-    from gradual.probe.engine import greedy_answers
+    from gradual.lm.hf import greedy_answers
     from gradual.prompts import SANITY_EXEMPLARS, probe_prompt
 
     prompts = [probe_prompt(SANITY_EXEMPLARS, q) for q in questions]

@@ -91,7 +91,7 @@ def load_run_model(rw: RunWeights, device: str | None = None, dtype: str | None 
 def load_with_adapters(model: str, adapters: Sequence[str | Path], device: str | None = None,
                        dtype: str | None = None) -> Any:
     """A model spec with PEFT adapters merged in the order given (each trained over the ones before)."""
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.pipeline import merge_adapter
 
     for a in adapters:
@@ -118,7 +118,7 @@ def check_out(out: str | Path, force: bool) -> Path:
 def save_merged(lm: Any, out: str | Path, manifest: dict[str, Any], *, force: bool = False) -> Path:
     """Write `lm` as a Hugging Face model folder with gradual.json, atomically (temp folder + rename)."""
     from gradual import __version__
-    from gradual.models import model_fingerprint
+    from gradual.lm.load import model_fingerprint
 
     out = check_out(out, force)
     model = lm.model

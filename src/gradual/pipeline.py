@@ -30,10 +30,10 @@ from gradual.atomic import read_json, write_json, write_text
 from gradual.config import RunConfig, run_identity, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
-from gradual.model_spec import check_model_spec
+from gradual.lm.spec import check_model_spec
 
 if TYPE_CHECKING:  # torch loads only when a model does: a bad config or --model fails in a second
-    from gradual.models import LoadedModel
+    from gradual.lm.load import LoadedModel
 
 
 DEFAULT_WORLD = Path("data/world")
@@ -127,7 +127,7 @@ class Pipeline:
         stages after it are merged in order. A stage that trained nothing has neither folder."""
         from gradual.train import ADAPTER_DIR, MODEL_DIR
 
-        from gradual.models import load_model
+        from gradual.lm.load import load_model
 
         lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
         start = 0
@@ -151,7 +151,7 @@ class Pipeline:
         if self.cfg.probe.backend != "hf":
             return None  # probe() builds it, only if a pass is not cached
         if getattr(self, "_engine_model", None) is not lm.model:
-            from gradual.probe.backends import make_engine
+            from gradual.lm.backends import make_engine
 
             c = self.cfg.probe
             self._engine = make_engine("hf", lm, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
@@ -192,7 +192,7 @@ class Pipeline:
         from gradual.strategies import plan_stage
 
         cfg = self.cfg
-        from gradual.models import load_model
+        from gradual.lm.load import load_model
 
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
         _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
@@ -306,7 +306,7 @@ class Pipeline:
 def merge_adapter(model: Any, adapter: Path, dtype: Any) -> Any:
     from peft import PeftModel
 
-    from gradual.models import contiguous_head_input
+    from gradual.lm.load import contiguous_head_input
     from gradual.train.compat import quiet_peft
 
     with quiet_peft():
@@ -341,7 +341,7 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
         raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
     out_dir = Path(out_dir)
     check_model_spec(cfg.model)
-    from gradual.probe.backends import backend_errors
+    from gradual.lm.backends import backend_errors
 
     errors = backend_errors(cfg.probe.backend, cfg.probe.estimator, cfg.probe.top_k)
     if errors:  # e.g. --backend vllm without vLLM: now, not after the model has loaded
@@ -365,7 +365,7 @@ def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, 
         return finished
     data = check_run_data(cfg)
     if dist.is_main():  # the model is needed: a cold cache converts it while the imports below run
-        from gradual.models import start_embedded_conversion
+        from gradual.lm.load import start_embedded_conversion
 
         start_embedded_conversion(cfg.model)
     # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.

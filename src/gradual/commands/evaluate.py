@@ -16,7 +16,7 @@ from rich.console import Console
 from gradual.commands import one_of
 from gradual.commands.probe import BACKEND_NOTE
 from gradual.config import BACKENDS
-from gradual.model_spec import DEFAULT_MODEL
+from gradual.lm.spec import DEFAULT_MODEL
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
@@ -42,7 +42,7 @@ def eval_command(
                                 "rides on a LoRA request where vLLM allows.")),
 ) -> None:
     """Greedy exact match in the zero-shot fine-tune format; by category when a probe file is given."""
-    from gradual.model_spec import check_model_spec
+    from gradual.lm.spec import check_model_spec
 
     if run is None:
         check_model_spec(model)  # a mistyped --model fails in a second, before torch loads

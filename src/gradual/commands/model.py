@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gradual.model_spec import DEFAULT_MODEL
+from gradual.lm.spec import DEFAULT_MODEL
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -29,7 +29,7 @@ def load_for(model: str, run: Optional[Path], stage: Optional[int], adapters: li
     """The model a command asked for: a run's weights after a stage, or a spec with adapters merged in
     order; also a line saying what it is. --run and --model/--adapter are exclusive."""
     from gradual.merge import check_run_flags
-    from gradual.model_spec import check_model_spec
+    from gradual.lm.spec import check_model_spec
 
     check_run_flags(run, stage, adapters=adapters, other_model=model != DEFAULT_MODEL)
     if run is not None:
@@ -95,7 +95,7 @@ def merge(
     else:
         if not adapter:
             raise UserError("--adapter: give at least one adapter to merge into --model, or --run DIR")
-        from gradual.model_spec import check_model_spec
+        from gradual.lm.spec import check_model_spec
 
         check_model_spec(model)
         path = merge_adapters(model, adapter, out, force=force, device=device, dtype=dtype)

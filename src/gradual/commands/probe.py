@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gradual.model_spec import DEFAULT_MODEL
+from gradual.lm.spec import DEFAULT_MODEL
 from gradual.commands import one_of
 from gradual.config import BACKENDS, ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.distributed import is_main
@@ -63,12 +63,12 @@ def probe_cmd(
     prompt_format: str = typer.Option(_D.format, "--format", help=one_of(PROBE_FORMATS, FORMAT_NOTE)),
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
-    from gradual.model_spec import check_model_spec
+    from gradual.lm.spec import check_model_spec
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.data.items import load_dataset_dir, read_items
     from gradual.errors import UserError
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.probe import CATEGORIES, probe, save_probe, summary_path
     from gradual.probe.run import validate_config
 
@@ -99,7 +99,7 @@ def probe_cmd(
     check_shardable(len(items), "--data")  # a launch with more processes than items fails before loading
 
     if cfg.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is loaded here
-        from gradual.probe.backends import vllm_model
+        from gradual.lm.backends import vllm_model
 
         lm = vllm_model(model, dtype=dtype)
     else:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gradual.model_spec import DEFAULT_MODEL
+from gradual.lm.spec import DEFAULT_MODEL
 from gradual.config import Stage2Config, TrainConfig, range_errors
 from gradual.distributed import is_main
 from gradual.errors import UserError
@@ -66,7 +66,7 @@ def train(
     bad = range_errors(cfg, "train", flags=True) + report_to_errors(report_to, "--report-to")
     if bad:
         raise UserError("; ".join(bad))
-    from gradual.model_spec import check_model_spec
+    from gradual.lm.spec import check_model_spec
 
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.preflight import writable_folder
@@ -79,7 +79,7 @@ def train(
     dev_items = read_items(dev) if dev is not None else []
     replay_items = read_items(replay) if replay is not None else []
 
-    from gradual.models import load_model
+    from gradual.lm.load import load_model
     from gradual.train import train_stage
 
     lm = load_model(model, device, dtype)

@@ -1,6 +1,6 @@
 """On-disk cache of probe passes: the same probe again returns at once with identical rows.
 
-Run as: used by gradual.probe.run (default folder gradual.models.cache_dir()/"probe"; --no-cache skips it).
+Run as: used by gradual.probe.run (default folder gradual.lm.load.cache_dir()/"probe"; --no-cache skips it).
 
 One entry is one probe pass (one exemplar seed), keyed by a hash of everything its rows depend on:
 the model fingerprint (weights and tokenizer), its device type and dtype, the items, the exemplar pool,

@@ -30,8 +30,8 @@ from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
-from gradual.probe.backends import backend_errors, backend_identity, make_engine
-from gradual.probe.engine import ProbeEngine
+from gradual.lm.backends import backend_errors, backend_identity, make_engine
+from gradual.lm.hf import ProbeEngine
 from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
 from gradual.prompts import STOP, answer_continuation, exemplar, probe_prefix, query
@@ -46,7 +46,7 @@ RULES = {
 }
 # What the row's numbers mean when prompts stop as soon as the category is settled (the default; --full
 # computes every prompt). The categories are those of --full: only evidence that cannot change them is skipped
-# (exactly so in fp32; in bf16 other batches give a row slightly other logits, see gradual.probe.engine).
+# (exactly so in fp32; in bf16 other batches give a row slightly other logits, see gradual.lm.hf).
 RULES_EARLY_EXIT = (
     "Prompts are used in order until the category is settled: an item is MaybeKnown at its first pair of "
     "one right and one wrong greedy answer; HighlyKnown and all-wrong items use all nex prompts. Samples "
@@ -331,12 +331,12 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     """Categorize `items` (SliCK) with model `lm`; see the module docstring.
 
     exemplars None: the items themselves are the exemplar pool (never an item's own exemplar).
-    Passes are cached under `cache_dir` (default gradual.models.cache_dir()/"probe") when config.cache;
+    Passes are cached under `cache_dir` (default gradual.lm.load.cache_dir()/"probe") when config.cache;
     an entry is served only when it proves itself, and the summary's "cache" field says what the cache
     did (see gradual.probe.cache). A folder that cannot take entries costs one warning, not the probe.
     `engine` overrides the default HFEngine (e.g. another backend), keyed by the same cache.
     """
-    from gradual.models import cache_dir as default_cache_dir
+    from gradual.lm.load import cache_dir as default_cache_dir
 
     validate_config(config)
     if not items:

@@ -49,7 +49,7 @@ from gradual.answers import is_correct
 from gradual.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
-from gradual.probe.engine import greedy_answers
+from gradual.lm.hf import greedy_answers
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
 from gradual.train.compat import quiet_peft, tensorboard_dir, training_args
@@ -258,7 +258,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
             per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
-            # Several CPU processes: DDP over gloo (the group gradual.models already joined).
+            # Several CPU processes: DDP over gloo (the group gradual.lm.load already joined).
             ddp_backend="gloo" if device.type == "cpu" and dist.is_distributed() else None,
             # Every trainable weight (LoRA on all linear layers, or the whole model) takes part in each
             # forward: DDP's search for unused ones would only cost an extra graph walk per step.

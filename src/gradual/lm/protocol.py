@@ -1,4 +1,4 @@
-"""The narrow interface every probe backend implements (HF, vLLM): see gradual.probe.engine's module
+"""The narrow interface every probe backend implements (HF, vLLM): see gradual.lm.hf's module
 docstring for what greedy / sample / score return.
 
 Run as: imported by the probe (gradual.probe.run) and by each backend; no command of its own.

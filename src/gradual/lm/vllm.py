@@ -1,9 +1,9 @@
 """A ProbeEngine on vLLM (`--backend vllm`): the same greedy / sample / score contract as HFEngine, on a GPU.
 
 Run as: `gradual probe --backend vllm --model ./my-model --data data/world --out probe.jsonl`
-        (needs `pip install 'gradual[vllm]'` and a GPU; gradual.probe.backends builds this engine).
+        (needs `pip install 'gradual[vllm]'` and a GPU; gradual.lm.backends builds this engine).
 
-What each call sends (gradual.probe.engine's module docstring defines what the results mean):
+What each call sends (gradual.lm.hf's module docstring defines what the results mean):
   - every prompt is token ids, encode(prefix) + encode(suffix) without special tokens, exactly as
     HFEngine builds it, so both backends see the same tokens; vLLM's automatic prefix caching
     (`enable_prefix_caching=True`) then reuses the exemplar prefix's KV across questions, as HFEngine's
@@ -30,7 +30,7 @@ What each call sends (gradual.probe.engine's module docstring defines what the r
     costs a full prefill of its ~100-token prompt: cheap on a GPU, and only items whose greedy answers
     are all wrong are scored under early exit.
 
-Stage adapters (how gradual.probe.backends.vllm_model serves a model with a LoRA adapter):
+Stage adapters (how gradual.lm.backends.vllm_model serves a model with a LoRA adapter):
   - exactly one LoRA adapter on top of the base weights (stage 1, or `gradual eval --adapter`): the base
     model is loaded once with `enable_lora=True` and every request carries a LoRARequest for the
     adapter folder; vLLM applies the adapter unmerged (same function, no merged copy on disk).
@@ -52,8 +52,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from gradual.probe.engine import SCORE_EPS, Prefixes, RunOutput, Select
-from gradual.probe.protocol import RunParts
+from gradual.lm.hf import SCORE_EPS, Prefixes, RunOutput, Select
+from gradual.lm.protocol import RunParts
 
 STOP_STRINGS = ["\n"]  # the probe's answers end at the first newline (gradual.prompts.STOP)
 # Mask for seeds: vLLM seeds a torch.Generator, whose manual_seed takes a signed or unsigned 64-bit int.
@@ -125,7 +125,7 @@ class _Request:
 class VLLMEngine(RunParts):
     """ProbeEngine over a vLLM `LLM` (see the module docstring).
 
-    `llm` is a vllm.LLM built with enable_prefix_caching=True (gradual.probe.backends.build_llm);
+    `llm` is a vllm.LLM built with enable_prefix_caching=True (gradual.lm.backends.build_llm);
     `vllm` is the imported module (passed in so that nothing here imports vLLM at import time);
     `tokenizer` is the model's HF tokenizer; `stop_ok` the STOP_OK token ids; `lora_request` a
     vllm LoRARequest sent with every request, or None."""

@@ -2,7 +2,7 @@
 the batch it landed in) and the tempered top-k distribution that the sampler draws from and the
 exact estimator scores under, so the two agree exactly.
 
-Run as: imported by gradual.probe.engine (HF) and gradual.probe.vllm_engine; no command of its own.
+Run as: imported by gradual.lm.hf (HF) and gradual.lm.vllm; no command of its own.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ import torch
 
 from gradual import distributed as dist
 from gradual.errors import UserError
-from gradual.model_spec import DEFAULT_MODEL, EMBEDDED, from_hub_cache, hub_error, hub_unavailable, locate
-from gradual.onednn_head import use_onednn_head
+from gradual.lm.spec import DEFAULT_MODEL, EMBEDDED, from_hub_cache, hub_error, hub_unavailable, locate
+from gradual.lm.onednn_head import use_onednn_head
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ _CONVERSIONS: dict[str, subprocess.Popen] = {}
 def _conversion_command(name: str) -> list[str]:
     # In a child process: de-quantizing the GGUF and converting its tokenizer peak at ~2.5 GB that the
     # allocator keeps after they are freed, which would sit under every later step of a run.
-    code = "import sys; from gradual.models import convert_embedded; convert_embedded(sys.argv[1])"
+    code = "import sys; from gradual.lm.load import convert_embedded; convert_embedded(sys.argv[1])"
     return [sys.executable, "-c", code, name]
 
 
@@ -238,7 +238,7 @@ def _parse_gguf_once() -> None:
 
 
 def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Turn a model spec into (from_pretrained path or id, extra kwargs); see gradual.model_spec."""
+    """Turn a model spec into (from_pretrained path or id, extra kwargs); see gradual.lm.spec."""
     if spec in _EMBEDDED:
         return str(embedded_model_dir(spec)), {}
     return locate(spec)

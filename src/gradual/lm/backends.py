@@ -13,7 +13,7 @@ compute in different kernels, so a cached hf probe must never answer a vllm one.
 The vllm backend serves a VLLMModel (a weights folder, its tokenizer and fingerprint, optionally one
 LoRA adapter sent as a LoRARequest) built by `vllm_model(spec, adapter)`; an in-memory LoadedModel
 (`gradual run` hands the probe merged weights) is first saved to a folder keyed by its fingerprint.
-See gradual.probe.vllm_engine for what each request asks vLLM and where LoRA requests apply.
+See gradual.lm.vllm for what each request asks vLLM and where LoRA requests apply.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _lora_rank(adapter: str | Path) -> int:
 
 def _save_folder(model: Any, tokenizer: Any, key: str) -> str:
     """Save HF weights + tokenizer once under the cache, keyed by fingerprint (atomic rename)."""
-    from gradual.models import cache_dir
+    from gradual.lm.load import cache_dir
 
     out = cache_dir() / "vllm-models" / key
     if (out / "config.json").exists():
@@ -210,7 +210,7 @@ def vllm_model(spec: str, adapter: str | Path | None = None, dtype: str | None =
 
     The adapter rides on a LoRARequest when vLLM can serve it (lora_unsupported), else it is merged
     into a saved copy of the weights."""
-    from gradual.models import load_tokenizer, resolve_spec
+    from gradual.lm.load import load_tokenizer, resolve_spec
 
     path, kw = resolve_spec(spec)
     if "gguf_file" in kw:
@@ -269,7 +269,7 @@ def build_llm(vllm: Any, model: VLLMModel, *, max_logprobs: int, seed: int) -> A
 
 def _stop_ok_ids(path: str, tokenizer: Any) -> set[int]:
     """STOP_OK token ids for a model folder, from the HF engine's own helper (eos from the model's configs)."""
-    from gradual.probe.engine import _stop_sets
+    from gradual.lm.hf import _stop_sets
 
     cfgs = SimpleNamespace(config=None, generation_config=None)
     try:
@@ -292,15 +292,15 @@ def make_engine(backend: str, lm: Any, *, batch_size: int = 64, max_new_tokens: 
     """The ProbeEngine for `backend` over `lm` (a LoadedModel, or a VLLMModel for vllm)."""
     if backend == "hf":
         if not hasattr(lm, "model"):
-            raise UserError("--backend hf: needs a model loaded with gradual.models.load_model")
-        from gradual.probe.engine import HFEngine
+            raise UserError("--backend hf: needs a model loaded with gradual.lm.load.load_model")
+        from gradual.lm.hf import HFEngine
 
         return HFEngine(lm.model, lm.tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
     if backend != "vllm":
         raise UserError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     vllm = import_vllm()
     model = lm if isinstance(lm, VLLMModel) else from_loaded(lm)
-    from gradual.probe.vllm_engine import VLLMEngine
+    from gradual.lm.vllm import VLLMEngine
 
     llm = build_llm(vllm, model, max_logprobs=max(20, top_k), seed=seed)
     lora_request = None

@@ -1,5 +1,5 @@
 """The probe's Hugging Face backend (HFEngine), and the contract every backend keeps (the interface
-itself is gradual.probe.protocol; the sampling maths gradual.probe.sampling).
+itself is gradual.lm.protocol; the sampling maths gradual.lm.sampling).
 
 Run as: used by gradual.probe.run; `python benchmarks/probe_speed.py` measures it.
 
@@ -33,7 +33,7 @@ HFEngine, how it is fast (each measured; see benchmarks/probe_speed.py):
     (300 world items: 245 -> 128 forward calls, 122.7 -> 108.0 s on a 2-core AVX2 CPU, fp32).
   - score() teacher-forces every accepted continuation in one forward pass on copies of the
     question's cache; the first token's distribution comes from the prompt pass already done.
-  - On CPU, attention runs as two grouped matmuls (gradual.probe.kernels) instead of torch SDPA,
+  - On CPU, attention runs as two grouped matmuls (gradual.lm.kernels) instead of torch SDPA,
     whose masked path on CPU is ~10x slower at these shapes.
   - Only the top-k logits are converted to fp32; argmax runs on the model's dtype.
 
@@ -75,12 +75,12 @@ from typing import Any, Sequence
 import torch
 
 from gradual.answers import PUNCTUATION
-from gradual.probe.kernels import (ATTN_NAME, cache_over, can_use_grouped_attention, new_cache,
+from gradual.lm.kernels import (ATTN_NAME, cache_over, can_use_grouped_attention, new_cache,
                                    register_grouped_attention)
 # The interface and the sampling maths live in their own modules (every backend shares them); they are
 # re-exported here because callers and tests reach them through the engine.
-from gradual.probe.protocol import Prefixes, ProbeEngine, RunOutput, RunParts, Select  # noqa: F401
-from gradual.probe.sampling import (  # noqa: F401
+from gradual.lm.protocol import Prefixes, ProbeEngine, RunOutput, RunParts, Select  # noqa: F401
+from gradual.lm.sampling import (  # noqa: F401
     draw, row_key, set_prob, tempered_topk, token_prob, uniforms,
 )
 
