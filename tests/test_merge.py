@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.test_two_stage import _config
 
-CUT = "…"  # gradual.lm.hf.CUT_MARK: the engine stopped an answer that could no longer be right
+CUT = "…"  # gradual.answers.CUT_MARK: the engine stopped an answer that could no longer be right
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from gradual.answers import answer_stop
 from gradual.config import ProbeConfig
 from gradual.data.items import Item, item_from_dict
 from gradual.errors import UserError
 from gradual.probe import CATEGORIES, ProbeResult, categorize, load_probe, probe, save_probe
-from gradual.lm.hf import HFEngine, tempered_topk
+from gradual.lm.hf import HFEngine
+from gradual.lm.sampling import tempered_topk
 from gradual.answers import is_correct
 from gradual.probe.run import accepted_continuations, summary_path
 from gradual.probe.slick import ANY_RELATION, assign_exemplar_sets, p_seen_from_prompts
@@ -239,13 +241,14 @@ def test_drafts_give_the_decoders_greedy_texts_and_scores(tiny_model_dir: Path) 
     ]
     conts = [[d] if d else [answers[q] or "x"] for q, d in enumerate(drafts)]
     for accepted in (None, [[a] for a in answers], [["zzz"]] * len(suffixes)):  # no cut, cut, cut all
-        base = plain.run(PREFIX, suffixes, greedy=True, answers=accepted, continuations=conts,
+        stops = None if accepted is None else [answer_stop(a) for a in accepted]
+        base = plain.run(PREFIX, suffixes, greedy=True, row_stops=stops, continuations=conts,
                          temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
         # bucket_cost 0: every question length its own prompt batch, so the rows left to decode and
         # to score come from several batches and are gathered into one.
         for cost in (64, 0):
             eng = HFEngine(model, lm.tokenizer, batch_size=16, max_new_tokens=2, bucket_cost=cost)
-            got = eng.run(PREFIX, suffixes, greedy=True, answers=accepted, drafts=drafts, continuations=conts,
+            got = eng.run(PREFIX, suffixes, greedy=True, row_stops=stops, drafts=drafts, continuations=conts,
                           temperature=1.0, top_k=0, select=lambda g: [True] * len(g))
             assert got.greedy == base.greedy
             assert got.scores == pytest.approx(base.scores, rel=1e-4, abs=1e-9)
@@ -288,13 +291,15 @@ class _ScriptedEngine:
     same evidence for every prompt they both compute. Each question has a chance of a right greedy answer
     and of a right sample (its p_i under exact); the engine counts the work it was asked for."""
 
+    stops_rows = verifies_drafts = False  # the narrow interface (gradual.lm.protocol.ProbeEngine)
+
     def __init__(self, truth: dict[str, tuple[str, float, float]]) -> None:
         self.truth = truth  # query text -> (answer, P(greedy right), P(sample right))
         self.greedy_rows = self.sample_rows = self.score_rows = 0
 
     def run(self, prefix, suffixes, *, greedy=True, samples=0, sample_keys=None, continuations=None,  # type: ignore[no-untyped-def]
             temperature=1.0, top_k=0, select=None):
-        from gradual.lm.hf import RunOutput
+        from gradual.lm.protocol import RunOutput
 
         prefixes = [prefix] * len(suffixes) if isinstance(prefix, str) else list(prefix)
         out = RunOutput(greedy=[])
@@ -601,7 +606,7 @@ def test_cut_greedy_answers_are_wrong_whatever_follows() -> None:
     """can_still_match never gives up on a text one of whose continuations is_correct accepts: every
     prefix of a correct prediction can still match (so cutting a greedy answer keeps its correctness)."""
     from gradual.answers import is_correct
-    from gradual.lm.hf import answer_skeleton, can_still_match
+    from gradual.answers import answer_skeleton, can_still_match
 
     cases = [
         ("Côte d'Ivoire", ["Cote d'Ivoire"]), ("the Gambia", ["Gambia"]), ("Gambia, The", ["The Gambia"]),

@@ -28,7 +28,8 @@ from gradual.data.items import Item, item_from_dict
 from gradual.errors import UserError
 from gradual.probe import probe
 from gradual.lm import backends
-from gradual.lm.hf import HFEngine, set_prob, token_prob
+from gradual.lm.hf import HFEngine
+from gradual.lm.sampling import set_prob, token_prob
 from gradual.probe.run import _prompt_key
 from gradual.probe.slick import assign_exemplar_sets
 from gradual.lm.vllm import continuation_prob, topk_set_prob, topk_token_prob
@@ -302,6 +303,8 @@ def test_probe_exact_estimator_requests_prompt_logprobs(fake_vllm: type[LLM], ti
 
     # The backend is part of the cache key: the same model and config under hf is a miss.
     class Counting:
+        stops_rows = verifies_drafts = False
+
         def __init__(self, inner: Any) -> None:
             self.inner, self.calls = inner, 0
 

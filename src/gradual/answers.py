@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 SCORER_VERSION = "em-squad-or-folded-v2"
 
@@ -82,3 +82,43 @@ def is_correct(prediction: str, answers: Iterable[str]) -> bool:
         if (ours and ours == normalize(a)) or (squad and squad == normalize_squad(a)):
             return True
     return False
+
+
+# --- stopping a greedy answer that can no longer be right (the engine's row-stop callback) ----------
+
+# Appended to a greedy answer cut short because it could no longer match any accepted answer.
+CUT_MARK = "…"
+_ARTICLE_LETTERS = frozenset("anthe")  # every letter of "a", "an", "the"
+
+
+def answer_skeleton(text: str) -> str:
+    """Accent-folded, case-folded letters and digits of `text`, without the letters a, n, t, h, e.
+
+    Conservative by construction for gradual.answers.is_correct: both of its normalizations only fold
+    accents and case, drop punctuation and white space (which this drops too) and delete whole
+    articles "a"/"an"/"the" (whose letters this drops everywhere). So a correct prediction has the
+    same skeleton as one of its accepted answers, and every prefix of its text has a skeleton that
+    is a prefix of that one. Case folding, not lower(): it maps every char on its own (lower() turns
+    a final sigma into a different letter than a medial one)."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(ch):
+            continue
+        for c in unicodedata.normalize("NFKD", ch.casefold()):
+            if c.isalnum() and not unicodedata.combining(c) and c not in _ARTICLE_LETTERS:
+                out.append(c)
+    return "".join(out)
+
+
+def can_still_match(partial: str, skeletons: Sequence[str]) -> bool:
+    """False only when no continuation of `partial` can be a correct answer (see answer_skeleton)."""
+    key = answer_skeleton(partial)
+    return any(s.startswith(key) for s in skeletons)
+
+
+def answer_stop(answers: Sequence[str]) -> Callable[[str], str | None]:
+    """The row-stop callback for an item (gradual.lm.protocol.RowStop): given the greedy text so far,
+    None while some continuation could still be one of `answers`, else the text to end the row with,
+    marked with CUT_MARK. A caller that only needs right or wrong hands these to the engine."""
+    skeletons = [answer_skeleton(x) for x in answers]
+    return lambda text: None if can_still_match(text, skeletons) else text + CUT_MARK

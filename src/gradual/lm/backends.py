@@ -269,7 +269,7 @@ def build_llm(vllm: Any, model: VLLMModel, *, max_logprobs: int, seed: int) -> A
 
 def _stop_ok_ids(path: str, tokenizer: Any) -> set[int]:
     """STOP_OK token ids for a model folder, from the HF engine's own helper (eos from the model's configs)."""
-    from gradual.lm.hf import _stop_sets
+    from gradual.lm.stops import stop_sets
 
     cfgs = SimpleNamespace(config=None, generation_config=None)
     try:
@@ -283,7 +283,7 @@ def _stop_ok_ids(path: str, tokenizer: Any) -> set[int]:
     except (OSError, ValueError):
         pass
     vocab = max(len(tokenizer), int(getattr(cfgs.config, "vocab_size", 0) or 0))
-    _, ok = _stop_sets(tokenizer, cfgs, vocab, torch.device("cpu"))
+    _, ok = stop_sets(tokenizer, cfgs, vocab, torch.device("cpu"))
     return {int(i) for i in ok.nonzero().flatten().tolist()}
 
 

@@ -5,6 +5,7 @@ Run as: used by gradual.lm.hf; tests/test_probe.py checks both against the model
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -122,3 +123,27 @@ def _cache_of(layers: list[_PreallocatedLayer]) -> Any:
     cache = DynamicCache.__new__(DynamicCache)
     Cache.__init__(cache, layers=layers)
     return cache
+
+
+def cache_argument(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: `cache` in transformers 5 models that renamed
+    it (`past_key_values` warns there, and goes in 5.40), `past_key_values` in transformers 4 and in
+    architectures not yet renamed. Read from the signature, not the version, for both kinds."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    try:
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def out_cache(res: Any) -> Any:
+    """The KV cache of a forward's output, under either version's field name (5's `past_key_values`
+    property warns)."""
+    return res["cache"] if "cache" in res else res.past_key_values
+
+
+def cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(k, v) for k, v in cache.to_legacy_cache()]

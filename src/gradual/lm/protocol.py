@@ -13,6 +13,9 @@ Prefixes = str | Sequence[str]  # one prefix shared by every suffix, or one pref
 # Called with the greedy answers once decoded; says per suffix whether it still needs its samples and
 # its score (the probe's early exit: evidence that cannot change the category is never computed).
 Select = Callable[[list[str]], Sequence[bool]]
+# Called with a greedy row's text so far; None to go on, or the text to end the row with. The caller's
+# rule (gradual.answers.answer_stop: "can no longer be right"), so the engine knows nothing of answers.
+RowStop = Callable[[str], "str | None"]
 
 
 @dataclass
@@ -24,7 +27,13 @@ class RunOutput:
 
 
 class ProbeEngine(Protocol):
-    """The narrow interface the SliCK logic uses (see the module docstring)."""
+    """The narrow interface the SliCK logic uses (see the module docstring).
+
+    Capabilities are fields, read as such: `stops_rows` (run() takes `row_stops`) and `verifies_drafts`
+    (run() takes `drafts`, checked in the prompt pass); an engine without them keeps the narrow call."""
+
+    stops_rows: bool
+    verifies_drafts: bool
 
     def run(
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,
@@ -44,6 +53,9 @@ class ProbeEngine(Protocol):
 class RunParts:
     """greedy / sample / score as calls of a backend's `run`: every backend inherits them, so the three
     parts mean the same on each (a backend only writes `run`)."""
+
+    stops_rows: bool = False  # see ProbeEngine
+    verifies_drafts: bool = False
 
     def run(self, prefix: Prefixes, suffixes: Sequence[str], **kw: object) -> RunOutput:
         raise NotImplementedError  # each backend defines it

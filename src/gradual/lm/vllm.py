@@ -22,7 +22,7 @@ What each call sends (gradual.lm.hf's module docstring defines what the results 
         q(t) = exp(lp_t / T) / sum_{i in top k} exp(lp_i / T)   (0 when t is outside the top k).
     p(c) = prod_j q(b_j) * q(STOP_OK) where q(STOP_OK) sums q over the STOP_OK tokens among the top k
     at the appended newline's position (the distribution after c); STOP_OK is computed from the
-    tokenizer by the HF engine's own helper (_stop_sets). Same rules as HFEngine: no stop factor
+    tokenizer by the HF engine's own helper (gradual.lm.stops.stop_sets). Same rules as HFEngine: no stop factor
     when len(c) == max_new_tokens, p = 0 when longer, p = 0 when q(b_0) < SCORE_EPS, the sum over
     continuations capped at 1. The exact estimator therefore needs 1 <= top_k <= max_logprobs
     (the engine raises max_logprobs to top_k); top_k 0 (whole vocabulary) is refused for it.
@@ -52,7 +52,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from gradual.lm.hf import SCORE_EPS, Prefixes, RunOutput, Select
+from gradual.lm.protocol import Prefixes, RunOutput, Select
+from gradual.lm.sampling import SCORE_EPS
 from gradual.lm.protocol import RunParts
 
 STOP_STRINGS = ["\n"]  # the probe's answers end at the first newline (gradual.prompts.STOP)

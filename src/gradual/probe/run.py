@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gradual.answers import PUNCTUATION, SCORER_VERSION, extract_answer, is_correct
+from gradual.answers import PUNCTUATION, SCORER_VERSION, answer_stop, extract_answer, is_correct
 from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual import distributed as dist
 from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
@@ -31,7 +31,7 @@ from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
 from gradual.lm.backends import backend_errors, backend_identity, make_engine
-from gradual.lm.hf import ProbeEngine
+from gradual.lm.protocol import ProbeEngine
 from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
 from gradual.prompts import STOP, answer_continuation, exemplar, probe_prefix, query
@@ -210,13 +210,13 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
                 continuations=conts if exact else None,
                 temperature=cfg.temperature, top_k=cfg.top_k, select=None if cfg.full else select,
                 # The greedy answer only matters as right or wrong: the engine may stop one that can no
-                # longer be right (it then ends in engine.CUT_MARK); samples are always decoded whole.
-                **({"answers": [it.answers for _, it in chunk]}
-                   if not cfg.full and getattr(engine, "cuts_wrong_greedy", False) else {}),
+                # longer be right (it then ends in answers.CUT_MARK); samples are always decoded whole.
+                **({"row_stops": [answer_stop(it.answers) for _, it in chunk]}
+                   if not cfg.full and engine.stops_rows else {}),
                 # The first accepted answer is checked as a draft in the prompt pass: most greedy answers
                 # are settled there (right, or wrong at their first token) with no decoding.
                 **({"drafts": [c[0] if c else None for c in conts]}
-                   if getattr(engine, "verifies_drafts", False) else {}),
+                   if engine.verifies_drafts else {}),
             )
             for r, (_, it) in enumerate(chunk):
                 g = (out.greedy or [])[r]

@@ -45,7 +45,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from gradual import distributed as dist
-from gradual.answers import is_correct
+from gradual.answers import answer_stop, is_correct
 from gradual.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
@@ -101,7 +101,7 @@ def evaluate_dev(model: Any, tokenizer: Any, items: Sequence[Item], fmt: Finetun
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             # Only right or wrong counts here: rows that can no longer be right stop early.
             preds = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,
-                                   answers=[it.answers for it in mine],
+                                   row_stops=[answer_stop(it.answers) for it in mine],
                                    drafts=[fmt.target(it.answers[0], tokenizer) if it.answers else None for it in mine])
     if was_training:
         model.train()
