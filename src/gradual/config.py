@@ -29,84 +29,143 @@ ProbeFormat = Literal["fewshot", "zeroshot"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 PROBE_FORMATS: tuple[str, ...] = get_args(ProbeFormat)
+# What the backends are (the probe's --backend help, and eval's).
+BACKEND_HELP = "hf runs on CPU or GPU; vllm on a GPU (pip install 'gradual[vllm]')."
+
+
+# Each field's metadata is the one source of its facts: "help" (the field's text, and its flag's in
+# `gradual probe` / `gradual train`, which are generated from the fields: gradual.commands.options_from),
+# "flag" where the flag is not --field-name, and for the probe "key": what the field does to the cache key.
+# A probe field's "key" is one of:
+#   True           it changes the results: in every probe cache key (ProbeConfig.result_fields)
+#   "non_default"  it changes the results, and was added after cache entries were written: keyed only
+#                  when it is not its default, so entries written before it existed (at the default) still hit
+#   "per_pass"     the seed: each pass (the probe and its repeats) is keyed by its own seed in probe()
+#   False          it changes no result (speed, bookkeeping) or is already keyed another way: "why" says which
+KEY_KINDS: tuple[Any, ...] = (True, "non_default", "per_pass", False)
+
+_T = typing.TypeVar("_T")
+
+
+def _f(default: _T, help: str, **meta: Any) -> _T:
+    """A dataclass field with its default, its help text and any other metadata (see KEY_KINDS)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class ProbeConfig:
     """SliCK probe settings; defaults are the paper's protocol (PAPER.md §1)."""
 
-    estimator: Estimator = "sample"
-    nex: int = 10  # few-shot prompts (exemplar sets) per question
-    shots: int = 4  # exemplars per prompt
-    samples: int = 16  # sampled answers per prompt
-    temperature: float = 0.5
-    top_k: int = 40
-    seed: int = 0
-    batch_size: int = 256  # sequences per forward pass (a question with 16 samples is 17 sequences)
-    max_new_tokens: int = 12  # answers are short entities; decoding also stops at the newline
-    repeat: int = 0  # extra probes with fresh exemplar seeds, to measure chance category flips
-    cache: bool = True
-    # Every prompt, sample and score for every item (the paper's full estimates). Off: each item stops
-    # at the evidence that settles its category; the categories are the same in fp32, the work far less
-    # (in bf16 a few items near a threshold can differ: see gradual.lm.hf).
-    full: bool = False
-    # Who runs the model: "hf" (gradual's HFEngine, CPU or GPU) or "vllm" (GPU; pip install 'gradual[vllm]').
-    backend: Backend = "hf"
-    # The prompt the categories are measured in. zeroshot (Gong et al. 2025's objection to few-shot
-    # probing): the fine-tune format, one prompt and no exemplars, so nex and shots do not apply and
-    # no item can be MaybeKnown (one greedy answer is right or wrong); see gradual.probe.run.
-    format: ProbeFormat = "fewshot"
+    estimator: Estimator = _f("sample", "sample: --samples answers at --temperature per prompt (the paper's "
+                              "protocol); exact: their probability by teacher forcing (README: The method, as built).",
+                              key=True)
+    nex: int = _f(10, "Few-shot prompts (exemplar sets) per question.", key=True)
+    shots: int = _f(4, "Exemplars per prompt.", key=True)
+    samples: int = _f(16, "Sampled answers per prompt.", key=True)
+    temperature: float = _f(0.5, "Sampling temperature.", key=True)
+    top_k: int = _f(40, "Top-k for sampling (0 = whole vocabulary).", key=True)
+    seed: int = _f(0, "Exemplar and sampling seed.", key="per_pass")
+    # A question with 16 samples is 17 sequences.
+    batch_size: int = _f(256, "Sequences per forward pass.", key=False,
+                         why="speed only: how many sequences share a forward pass changes no answer")
+    max_new_tokens: int = _f(12, "Tokens decoded per answer (answers are short entities; decoding also stops at "
+                             "the newline).", key=True)
+    repeat: int = _f(0, "Extra probes with fresh exemplar seeds (noise control).", key=False,
+                     why="each repeat is one more pass, keyed by its own seed (seed + r): the passes are keyed, "
+                         "not their number")
+    cache: bool = _f(True, "Reuse a cached probe pass (served only when its entry proves itself: gradual.probe.cache).",
+                     key=False, why="bookkeeping: whether the cache is used, not what is computed",
+                     flag="--no-cache", flag_help="Recompute even if a cached probe exists.")
+    # Off: each item stops at the evidence that settles its category; the categories are the same in
+    # fp32, the work far less (in bf16 a few items near a threshold can differ: see gradual.lm.hf).
+    full: bool = _f(False, "Use every prompt, sample and score for every item (full p_greedy / p_sample "
+                    "estimates). Default: stop each item once its category is settled (same categories, far "
+                    "less work).", key=True)
+    # probe() keys the backend's identity (name and version: gradual.lm.backends.backend_identity) in
+    # place of its name: backends differ in sampler and kernels.
+    backend: Backend = _f("hf", BACKEND_HELP + " --device is ignored under vllm: vLLM uses the GPU.", key=True)
+    # zeroshot (Gong et al. 2025's objection to few-shot probing): the fine-tune format, one prompt and no
+    # exemplars, so nex and shots do not apply and no item can be MaybeKnown (one greedy answer is right
+    # or wrong); see gradual.probe.run.
+    format: ProbeFormat = _f("fewshot", "fewshot: --shots exemplars per prompt, --nex prompts (SliCK); zeroshot: "
+                             "the bare question as fine-tuning and eval ask it, one prompt (no MaybeKnown).",
+                             key=False,
+                             why="keyed as what it computes: probe() keys as_computed(config), where zeroshot is "
+                                 "fewshot with nex 1 and shots 0 (the same prompts: '' + 'Q: ...\\nA:'), so the "
+                                 "keyed nex and shots already hold what the format changes, and a zeroshot probe "
+                                 "shares its entries with the identical fewshot nex 1, shots 0 computation. Key it "
+                                 "(\"non_default\") the day zeroshot computes anything else")
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that change a probe's results, by name, for its cache key (gradual.probe.run): every
+        field whose "key" is True, and each "non_default" one that is not its default. The seed
+        ("per_pass") is left out: probe() keys each pass with its own. A field whose "key" is False never is.
+        """
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            kind, value = f.metadata["key"], getattr(self, f.name)
+            if kind is True or (kind == "non_default" and value != f.default):
+                out[f.name] = value
+        return out
 
 
 @dataclass
 class TrainConfig:
     """One stage of fine-tuning (LoRA by default)."""
 
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    epochs: int = 10
-    lr: float = 1e-4
-    batch_size: int = 16
-    grad_accum: int = 1  # gradient accumulation steps (effective batch = batch_size * grad_accum * devices)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    patience: int = 2  # epochs without dev improvement before stopping
-    min_dev: int = 20  # below this many dev items early stopping is unreliable: train all epochs
-    max_dev: int = 300  # dev items evaluated per epoch (a fixed subset keeps epochs cheap)
-    replay_ratio: float = 0.0
-    seed: int = 0
-    chat: bool = False  # wrap questions in the tokenizer's chat template
-    # Where the Trainer reports loss and dev exact match per epoch (and a run the probe's category
-    # counts per stage): "none", or integrations it takes, comma-separated ("tensorboard", "wandb,mlflow").
-    report_to: str = "none"
+    lora: bool = _f(True, "LoRA on all linear layers, or full fine-tuning.", flag="--lora/--full")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling (alpha).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA layers' input.")
+    epochs: int = _f(10, "Most epochs to train (early stopping may end sooner).")
+    lr: float = _f(1e-4, "Learning rate.")
+    # One optimizer step sees the global batch batch_size * grad_accum, however many processes share it
+    # (gradual.distributed.per_process_batch).
+    batch_size: int = _f(16, "Items per batch (all processes together).")
+    grad_accum: int = _f(1, "Batches accumulated per optimizer step.")
+    weight_decay: float = _f(0.0, "Weight decay.")
+    warmup_ratio: float = _f(0.0, "Share of the training steps spent warming up the learning rate.")
+    patience: int = _f(2, "Epochs without dev improvement before stopping (0: never).")
+    min_dev: int = _f(20, "Fewer dev items than this: train all epochs, keep the last.")
+    max_dev: int = _f(300, "Dev items evaluated per epoch (a fixed subset).")  # a fixed subset keeps epochs cheap
+    replay_ratio: float = _f(0.0, "Replay items per training item.")
+    seed: int = _f(0, "Seed of the LoRA initialisation, data order and subsets (a run sets it to the run's seed).")
+    chat: bool = _f(False, "Wrap questions in the tokenizer's chat template.", flag="--chat/--no-chat")
+    # A run also reports the probe's category counts per stage.
+    report_to: str = _f("none", "Trackers for train loss and dev accuracy per epoch: none, tensorboard (event files "
+                        "in OUT/logs), wandb, mlflow, ... (comma-separated; what the transformers Trainer takes).")
 
 
 @dataclass
 class Stage2Config:
     """What changes after the first stage (PAPER.md §2: lower lr, weight decay 0.01, replay 0.2)."""
 
-    lr_scale: float = 0.5
-    weight_decay: float = 0.01
-    replay_ratio: float = 0.2
-    epochs: int = 3
+    lr_scale: float = _f(0.5, "Stage 2+ learning rate: train.lr times this.")
+    weight_decay: float = _f(0.01, "Stage 2+ weight decay.")
+    replay_ratio: float = _f(0.2, "Stage 2+ replay items per training item (from the earlier stages' items).")
+    epochs: int = _f(3, "Stage 2+ most epochs.")
 
 
 @dataclass
 class RunConfig:
-    model: str = "smollm2-135m"
-    data: str = "data/world"  # a dataset folder; built automatically when it is the world default
-    strategy: str = "gradual"
-    seed: int = 0
-    max_stages: int = 3  # for the frontier strategy
-    limit_train: int = 0  # 0 = all; otherwise a deterministic subset (for quick runs)
-    limit_test: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    stage2: Stage2Config = field(default_factory=Stage2Config)
+    model: str = _f("smollm2-135m", "Model spec (embedded name, HF folder, .gguf, hub id).")
+    data: str = _f("data/world", "Dataset folder (train/dev/test.jsonl); built automatically when it is the world "
+                   "default.")
+    strategy: str = _f("gradual", "Fine-tuning strategy (gradual.strategies.STRATEGIES).")
+    seed: int = _f(0, "The run's seed: every stage's training seed and the strategies' subsets.")
+    max_stages: int = _f(3, "Stage cap for the frontier strategy.")
+    limit_train: int = _f(0, "Train items used: 0 = all; otherwise a deterministic subset (for quick runs).")
+    limit_test: int = _f(0, "Test items evaluated: 0 = all; otherwise a deterministic subset.")
+    device: str = _f("auto", "Where the model runs (auto, cpu, cuda, ...).")
+    dtype: str = _f("auto", "Weights' dtype (auto, fp32, bf16, fp16).")
+    probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "Probe settings."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Stage 1 training settings."})
+    stage2: Stage2Config = field(default_factory=Stage2Config, metadata={"help": "What changes after stage 1."})
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of field `name` of dataclass `cls`."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _check(value: Any, tp: Any, key: str, errors: list[str]) -> Any:

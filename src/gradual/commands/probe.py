@@ -12,55 +12,41 @@ Writes OUT.jsonl (one row per item) and OUT.summary.json, atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gradual.lm.spec import DEFAULT_MODEL
-from gradual.commands import one_of
-from gradual.config import BACKENDS, ESTIMATORS, PROBE_FORMATS, ProbeConfig
+from gradual.commands import config_from, with_options
+from gradual.config import BACKEND_HELP, ProbeConfig
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
-_D = ProbeConfig()
-ESTIMATOR_NOTE = ("sample: --samples answers at --temperature per prompt (the paper's protocol); exact: their "
-                  "probability by teacher forcing (README: The method, as built).")
-FORMAT_NOTE = ("fewshot: --shots exemplars per prompt, --nex prompts (SliCK); zeroshot: the bare question as "
-               "fine-tuning and eval ask it, one prompt (no MaybeKnown).")
-# rich markup would swallow [vllm]: escaped.
-BACKEND_NOTE = "hf runs on CPU or GPU; vllm on a GPU (pip install 'gradual\\[vllm]')."
+# rich markup would swallow [vllm]: escaped (gradual eval's --backend help).
+BACKEND_NOTE = escape(BACKEND_HELP)
+# The flags of `gradual probe`, in --help order: the command's own, and ProbeConfig's fields generated
+# from the fields (type, default, help: gradual.commands.options_from).
+FLAGS = ["data", "out", "model", "exemplars", "estimator", "nex", "shots", "samples", "temperature", "top_k", "seed",
+         "batch_size", "max_new_tokens", "full", "cache", "repeat", "limit", "device", "dtype", "quiet", "backend",
+         "format"]
 
 
+@with_options(ProbeConfig, FLAGS)
 def probe_cmd(
     data: Path = typer.Option(..., "--data", help="Items to probe: a JSONL file or a dataset folder (train split)."),
     out: Path = typer.Option(..., "--out", help="Output rows (JSONL); the summary goes beside it as .summary.json."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec (embedded name, HF folder, .gguf, hub id)."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplars", help="Exemplar pool JSONL (default: dev split of a "
                                              "dataset folder, else the probed items)."),
-    estimator: str = typer.Option(_D.estimator, "--estimator", help=one_of(ESTIMATORS, ESTIMATOR_NOTE)),
-    nex: int = typer.Option(_D.nex, "--nex", help="Few-shot prompts (exemplar sets) per question."),
-    shots: int = typer.Option(_D.shots, "--shots", help="Exemplars per prompt."),
-    samples: int = typer.Option(_D.samples, "--samples", help="Sampled answers per prompt."),
-    temperature: float = typer.Option(_D.temperature, "--temperature"),
-    top_k: int = typer.Option(_D.top_k, "--top-k", help="Top-k for sampling (0 = whole vocabulary)."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Exemplar and sampling seed."),
-    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Sequences per forward pass."),
-    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
-    full: bool = typer.Option(_D.full, "--full", help="Use every prompt, sample and score for every item "
-                              "(full p_greedy / p_sample estimates). Default: stop each item once its category "
-                              "is settled (same categories, far less work)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached probe exists."),
-    repeat: int = typer.Option(_D.repeat, "--repeat", help="Extra probes with fresh exemplar seeds (noise control)."),
     limit: int = typer.Option(0, "--limit", help="Probe only the first N items (0 = all)."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    backend: str = typer.Option(_D.backend, "--backend", help=one_of(BACKENDS, BACKEND_NOTE + " --device is "
-                                "ignored under vllm: vLLM uses the GPU.")),
-    prompt_format: str = typer.Option(_D.format, "--format", help=one_of(PROBE_FORMATS, FORMAT_NOTE)),
+    **fields: Any,  # ProbeConfig's, from its generated flags
 ) -> None:
     """Categorize every item as HighlyKnown / MaybeKnown / WeaklyKnown / Unknown (SliCK)."""
     from gradual.lm.spec import check_model_spec
@@ -72,10 +58,7 @@ def probe_cmd(
     from gradual.probe import CATEGORIES, probe, save_probe, summary_path
     from gradual.probe.run import validate_config
 
-    cfg = ProbeConfig(estimator=estimator, nex=nex, shots=shots, samples=samples,  # type: ignore[arg-type]
-                      temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, repeat=repeat, cache=not no_cache, full=full,
-                      backend=backend, format=prompt_format)  # type: ignore[arg-type]
+    cfg: ProbeConfig = config_from(ProbeConfig, fields)
     validate_config(cfg)  # every bad flag before the model loads
     if limit < 0:
         raise UserError(f"--limit: {limit} is out of range (>= 0)")

@@ -7,51 +7,44 @@ On several GPUs: accelerate launch -m gradual.cli train ... (the stage runs on t
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gradual.lm.spec import DEFAULT_MODEL
-from gradual.config import Stage2Config, TrainConfig, range_errors
+from gradual.commands import config_from, with_options
+from gradual.config import Stage2Config, TrainConfig, field_help, range_errors
 from gradual.distributed import is_main
 from gradual.errors import UserError
 from gradual.train.trackers import parse_report_to, report_to_errors
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
-_D = TrainConfig()
+# The flags of `gradual train`, in --help order: the command's own, and TrainConfig's fields generated
+# from the fields (type, default, help: gradual.commands.options_from).
+FLAGS = ["data", "out", "model", "dev", "lora", "epochs", "lr", "batch_size", "grad_accum", "weight_decay", "replay",
+         "replay_ratio", "seed", "lora_r", "patience", "max_dev", "min_dev", "device", "dtype", "chat", "report_to",
+         "quiet"]
 
 
+@with_options(TrainConfig, FLAGS)
 def train(
     data: Path = typer.Option(..., "--data", help="Training items (JSONL)."),
     out: Path = typer.Option(..., "--out", help="Stage folder to write (adapter/, metrics.jsonl, train_items.jsonl)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model spec."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="Dev items (JSONL) for per-epoch exact match and early stopping."),
-    lora: bool = typer.Option(_D.lora, "--lora/--full", help="LoRA on all linear layers, or full fine-tuning."),
-    epochs: int = typer.Option(_D.epochs, "--epochs"),
-    lr: float = typer.Option(_D.lr, "--lr"),
-    batch_size: int = typer.Option(_D.batch_size, "--batch-size"),
-    grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum"),
-    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay"),
     replay: Optional[Path] = typer.Option(None, "--replay", help="Items to mix in as replay (JSONL)."),
+    # Not generated: its default depends on --replay (TrainConfig's 0.0 without it).
     replay_ratio: Optional[float] = typer.Option(
-        None, "--replay-ratio", help=f"Replay items per training item (default {Stage2Config.replay_ratio} with --replay)."),
-    seed: int = typer.Option(_D.seed, "--seed"),
-    lora_r: int = typer.Option(_D.lora_r, "--lora-r"),
-    patience: int = typer.Option(_D.patience, "--patience", help="Epochs without dev improvement before stopping (0: never)."),
-    max_dev: int = typer.Option(_D.max_dev, "--max-dev", help="Dev items evaluated per epoch (a fixed subset)."),
-    min_dev: int = typer.Option(_D.min_dev, "--min-dev", help="Fewer dev items than this: train all epochs, keep the last."),
+        None, "--replay-ratio", help=field_help(TrainConfig, "replay_ratio").removesuffix(".") +
+        f" (default {Stage2Config.replay_ratio} with --replay)."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
-    chat: bool = typer.Option(_D.chat, "--chat/--no-chat", help="Wrap questions in the tokenizer's chat template."),
-    report_to: str = typer.Option(
-        _D.report_to, "--report-to", help="Trackers for train loss and dev accuracy per epoch: none, tensorboard "
-        "(event files in OUT/logs), wandb, mlflow, ... (comma-separated; what the transformers Trainer takes)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    **fields: Any,  # TrainConfig's, from its generated flags
 ) -> None:
     """Fine-tune one stage; keep the best dev epoch; write a standard PEFT adapter."""
     from gradual.data.items import read_items
@@ -59,11 +52,9 @@ def train(
     if replay_ratio is not None and replay is None:
         raise UserError("--replay-ratio: needs --replay FILE (the items to replay)")
     ratio = (Stage2Config.replay_ratio if replay_ratio is None else replay_ratio) if replay is not None else 0.0
-    cfg = dataclasses.replace(_D, lora=lora, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                              weight_decay=weight_decay, replay_ratio=ratio, seed=seed, lora_r=lora_r,
-                              patience=patience, max_dev=max_dev, min_dev=min_dev, chat=chat, report_to=report_to)
+    cfg: TrainConfig = config_from(TrainConfig, fields, replay_ratio=ratio)
     # Every bad flag at once, before the model loads ("none" costs nothing; a tracker imports transformers).
-    bad = range_errors(cfg, "train", flags=True) + report_to_errors(report_to, "--report-to")
+    bad = range_errors(cfg, "train", flags=True) + report_to_errors(cfg.report_to, "--report-to")
     if bad:
         raise UserError("; ".join(bad))
     from gradual.lm.spec import check_model_spec
@@ -74,7 +65,7 @@ def train(
     writable_folder(out)  # before training, not after it
     from gradual.distributed import per_process_batch
 
-    per_process_batch(batch_size, grad_accum, "--batch-size")  # the global batch must split across the processes
+    per_process_batch(cfg.batch_size, cfg.grad_accum, "--batch-size")  # the global batch must split across the processes
     train_items = read_items(data)
     dev_items = read_items(dev) if dev is not None else []
     replay_items = read_items(replay) if replay is not None else []
@@ -100,8 +91,8 @@ def train(
     stop = ", stopped early" if res.stopped_early else ""
     console.print(f"best epoch {res.best_epoch}{acc}{stop} ({res.note}); {res.n_train} items + {res.n_replay} replay; "
                   f"{res.precision}; {res.wall_s:.1f}s")
-    console.print(f"wrote {out / ('adapter' if lora else 'model')}, {out / 'metrics.jsonl'}, {out / 'train_items.jsonl'}")
-    if "tensorboard" in parse_report_to(report_to):
+    console.print(f"wrote {out / ('adapter' if cfg.lora else 'model')}, {out / 'metrics.jsonl'}, {out / 'train_items.jsonl'}")
+    if "tensorboard" in parse_report_to(cfg.report_to):
         console.print(f"tensorboard: tensorboard --logdir {out / 'logs'}")
 
 

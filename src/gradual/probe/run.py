@@ -351,12 +351,12 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     check_prompts_fit(lm, items, pool, config, seeds)
     model = _model_info(lm)
     backend = backend_identity(config.backend)  # backends differ in sampler and kernels: never share a cache entry
-    base_key = {"backend": backend,
+    # The config's part is its result-changing fields (their metadata "key": gradual.config), the backend
+    # by its identity; the seed is each pass's own.
+    base_key = {**config.result_fields(), "backend": backend,
         "fingerprint": model["fingerprint"], "device": lm.placement.device.type, "dtype": model["dtype"],
         "items": pcache.items_hash(items), "exemplars": ("self" if exemplars is None else "file") + ":" +
-        pcache.items_hash(pool), "estimator": config.estimator, "nex": config.nex, "shots": config.shots,
-        "samples": config.samples, "temperature": config.temperature, "top_k": config.top_k,
-        "max_new_tokens": config.max_new_tokens, "scorer": SCORER_VERSION, "full": config.full,
+        pcache.items_hash(pool), "scorer": SCORER_VERSION,
     }
     cdir = (cache_dir or default_cache_dir() / "probe") if config.cache else None
     passes: list[list[ProbeRow]] = []
