@@ -165,9 +165,9 @@ def test_eval_applies_a_peft_adapter(memorized_dir: Path, tmp_path: Path) -> Non
     without, pred = run(tmp_path / "plain.json", None)
     assert pred == "Paris" and without["accuracy"] == 0.0 and without["adapter"] is None
 
-    from gradual.lm.load import load_model, model_fingerprint
+    from gradual.lm.load import load_model, load_with_adapters, model_fingerprint
 
     plain = load_model(str(memorized_dir), "cpu", "fp32")
-    merged = ev.apply_adapter(load_model(str(memorized_dir), "cpu", "fp32"), tmp_path / "adapter")
+    merged = load_with_adapters(str(memorized_dir), [tmp_path / "adapter"], "cpu", "fp32")
     assert model_fingerprint(merged.model) != model_fingerprint(plain.model)
     assert not any("lora" in n for n, _ in merged.model.named_parameters())  # merged into plain weights

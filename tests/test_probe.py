@@ -34,6 +34,11 @@ from gradual.prompts import probe_prefix, query
 PUNCT = string.punctuation + " "
 
 
+def _prompt_logits(eng: HFEngine, prefix, suffixes) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Next-token logits after each prefix + suffix, through the engine's prefix-reuse path."""
+    return eng._prompt_pass(prefix, suffixes)[0].float()
+
+
 def _items(rows: list[dict]) -> list[Item]:
     return [item_from_dict(r, "test", i) for i, r in enumerate(rows, 1)]
 
@@ -111,7 +116,7 @@ SUFFIXES = ["Q: What is the capital of Japan?\nA:", "Q: What is the capital of P
 def test_prefix_reuse_equals_full_recompute(tiny_lm, prefix: str) -> None:
     eng = HFEngine(tiny_lm.model, tiny_lm.tokenizer, batch_size=8)
     for suffixes in (SUFFIXES, SUFFIXES[:2]):  # the second shares a long common opening (LCP path)
-        got = eng.prompt_logits(prefix, suffixes)
+        got = _prompt_logits(eng, prefix, suffixes)
         for i, s in enumerate(suffixes):
             ids = torch.tensor([eng.encode(prefix) + eng.encode(s)])
             with torch.no_grad():
@@ -119,7 +124,7 @@ def test_prefix_reuse_equals_full_recompute(tiny_lm, prefix: str) -> None:
             torch.testing.assert_close(got[i], full, atol=1e-5, rtol=1e-4)
     # One prefix per row (several exemplar sets in one batch, of different lengths).
     prefixes = [prefix, "Q: Which continent is Peru on?\nA: South America\n", prefix]
-    got = eng.prompt_logits(prefixes, SUFFIXES)
+    got = _prompt_logits(eng, prefixes, SUFFIXES)
     for i, s in enumerate(SUFFIXES):
         ids = torch.tensor([eng.encode(prefixes[i]) + eng.encode(s)])
         with torch.no_grad():

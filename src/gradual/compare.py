@@ -24,7 +24,6 @@ import yaml
 
 from gradual.atomic import write_json, write_text
 from gradual.categories import CATEGORIES
-from gradual.errors import UserError
 from gradual.metrics import detectable_difference, mean_ci
 from gradual.report.markdown import comparison_markdown
 
@@ -373,13 +372,3 @@ def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str
         "runs": per_run,
         "runs_wall_s": round(sum(float(s.get("wall_s") or 0) for s in summaries), 1),
     }
-
-
-def load_comparison(folder: str | Path) -> dict[str, Any]:
-    p = Path(folder) / "comparison.json"
-    if not p.is_file():
-        raise UserError(f"{folder}: no comparison.json (not a compare folder)")
-    return json.loads(p.read_text(encoding="utf-8"))
-
-
-# --- markdown -----------------------------------------------------------------------------------

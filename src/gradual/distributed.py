@@ -207,11 +207,6 @@ def refuse(what: str, why: str) -> None:
                         "run it as one process (no accelerate launch / torchrun, or --num_processes 1)")
 
 
-def describe() -> str:
-    """' on N processes' for messages ('' in one process)."""
-    return f" on {world_size()} processes" if is_distributed() else ""
-
-
 def shutdown() -> None:
     """Leave the process group at a clean exit: wait for every rank first, so that the launcher's
     return means the main process has written everything."""
@@ -224,6 +219,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["all_gather", "barrier", "broadcast", "check_shardable", "describe", "env_flag", "gather", "is_distributed",
+__all__ = ["all_gather", "barrier", "broadcast", "check_shardable", "env_flag", "gather", "is_distributed",
            "is_main", "local_rank", "local_world_size", "on_main", "per_process_batch", "rank", "refuse", "setup",
            "shard", "shutdown", "unshard", "world_size"]

@@ -158,20 +158,6 @@ def load_categories(path: str | Path) -> dict[str, str]:
     return out
 
 
-def apply_adapter(lm: Any, adapter: str | Path) -> Any:
-    """Load a PEFT adapter onto `lm` and merge it (plain weights decode faster; eval never trains)."""
-    from gradual.errors import UserError
-
-    a = Path(adapter)
-    if not (a / "adapter_config.json").is_file():
-        raise UserError(f"--adapter: {a}: not a PEFT adapter folder (no adapter_config.json)")
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(lm.model, str(a))
-    lm.model = model.merge_and_unload().to(lm.placement.device).eval()
-    return lm
-
-
 def evaluate_file(
     model: str,
     data: str | Path,
@@ -198,7 +184,7 @@ def evaluate_file(
     from gradual.atomic import write_json, write_jsonl
     from gradual.data.items import read_items
     from gradual.errors import UserError
-    from gradual.lm.load import load_model
+    from gradual.lm.load import check_adapter, load_with_adapters
 
     data_p, out_p = Path(data), Path(out)
     if not data_p.is_file():
@@ -209,8 +195,8 @@ def evaluate_file(
 
     writable_file(out_p)
     writable_file(predictions_path(out_p))
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    if adapter is not None:
+        check_adapter(adapter)
     from gradual.merge import check_run_flags, finished_run
 
     check_run_flags(run, stage, adapters=[adapter] if adapter is not None else [])
@@ -241,9 +227,7 @@ def evaluate_file(
 
         lm = load_run_model(rw, device, dtype)
     else:
-        lm = load_model(model, device, dtype)
-        if adapter is not None:
-            apply_adapter(lm, adapter)
+        lm = load_with_adapters(model, [adapter] if adapter is not None else [], device, dtype)
     result = evaluate_items(lm, items, cats, chat=chat, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, progress=progress, backend=backend)
     summary = {"model": model, "adapter": str(adapter) if adapter is not None else None,

@@ -88,21 +88,6 @@ def load_run_model(rw: RunWeights, device: str | None = None, dtype: str | None 
     return Pipeline(cfg, rw.run, progress=False).model_after(rw.stage)
 
 
-def load_with_adapters(model: str, adapters: Sequence[str | Path], device: str | None = None,
-                       dtype: str | None = None) -> Any:
-    """A model spec with PEFT adapters merged in the order given (each trained over the ones before)."""
-    from gradual.lm.load import load_model
-    from gradual.pipeline import merge_adapter
-
-    for a in adapters:
-        if not (Path(a) / "adapter_config.json").is_file():
-            raise UserError(f"--adapter: {a}: not a PEFT adapter folder (no adapter_config.json)")
-    lm = load_model(model, device, dtype)
-    for a in adapters:
-        lm.model = merge_adapter(lm.model, Path(a), lm.placement.dtype)
-    return lm
-
-
 def check_out(out: str | Path, force: bool) -> Path:
     out = Path(out)
     if out.exists() and not force:
@@ -153,6 +138,8 @@ def merge_run(run: str | Path, out: str | Path, *, stage: int | None = None, for
 def merge_adapters(model: str, adapters: Sequence[str | Path], out: str | Path, *, force: bool = False,
                    device: str | None = None, dtype: str | None = None) -> Path:
     """`gradual model merge --model --adapter ...`: a base model with adapters merged in order."""
+    from gradual.lm.load import load_with_adapters
+
     check_out(out, force)
     lm = load_with_adapters(model, adapters, device, dtype)
     manifest = {"base_model": model, "adapters": [str(Path(a).resolve()) for a in adapters]}

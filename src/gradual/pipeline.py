@@ -125,24 +125,15 @@ class Pipeline:
         One contract for LoRA and full fine-tuning: the latest stage <= `stages` that saved full
         weights (`model/`) is the starting point (else the base model), and the LoRA adapters of the
         stages after it are merged in order. A stage that trained nothing has neither folder."""
+        from gradual.lm.load import load_with_adapters
         from gradual.train import ADAPTER_DIR, MODEL_DIR
 
-        from gradual.lm.load import load_model
-
-        lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype)
-        start = 0
-        for k in range(stages, 0, -1):
-            if (self.out / "stages" / f"stage{k}" / MODEL_DIR).exists():
-                start = k
-                break
-        if start:
-            full = load_model(str(self.out / "stages" / f"stage{start}" / MODEL_DIR), self.cfg.device, self.cfg.dtype)
-            lm.model = full.model  # keep the base spec and tokenizer: the run is still "about" cfg.model
-        for k in range(start + 1, stages + 1):
-            adapter = self.out / "stages" / f"stage{k}" / ADAPTER_DIR
-            if adapter.exists():
-                lm.model = merge_adapter(lm.model, adapter, lm.placement.dtype)
-        return lm
+        folder = self.out / "stages"
+        start = next((k for k in range(stages, 0, -1) if (folder / f"stage{k}" / MODEL_DIR).exists()), 0)
+        adapters = [folder / f"stage{k}" / ADAPTER_DIR for k in range(start + 1, stages + 1)
+                    if (folder / f"stage{k}" / ADAPTER_DIR).exists()]
+        return load_with_adapters(self.cfg.model, adapters, self.cfg.device, self.cfg.dtype,
+                                  full=folder / f"stage{start}" / MODEL_DIR if start else None)
 
     # -- probe -----------------------------------------------------------------------------
     def _engine_for(self, lm: LoadedModel) -> Any:
@@ -220,8 +211,6 @@ class Pipeline:
             history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev, stage=stage).categories())
         if lm is None:  # the last stage trained nothing: the weights are those after the stage before
             lm = self.model_after(stage - 1)
-        if stage == 0:
-            lm = self.model_after(0)
         summary = self.finish(lm, data, history, stage_records, base_train, base_test)
         return summary
 
@@ -301,19 +290,6 @@ class Pipeline:
         steps["eval test"] = float(ev.get("wall_s") or 0.0)
         return {"wall_s": round(sum(steps.values()), 1), "steps_wall_s": {k: round(v, 1) for k, v in steps.items()},
                 "process_wall_s": round(time.time() - self.t0, 1)}
-
-
-def merge_adapter(model: Any, adapter: Path, dtype: Any) -> Any:
-    from peft import PeftModel
-
-    from gradual.lm.load import contiguous_head_input
-    from gradual.train.compat import quiet_peft
-
-    with quiet_peft():
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    model.to(dtype)
-    model.eval()
-    return contiguous_head_input(model)
 
 
 def _composition(items: Sequence[Item], cats: Mapping[str, str]) -> dict[str, int]:

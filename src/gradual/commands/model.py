@@ -40,7 +40,7 @@ def load_for(model: str, run: Optional[Path], stage: Optional[int], adapters: li
         lm = load_run_model(rw, device, dtype)
         return lm, f"run {run} after stage {rw.stage} of {rw.stages} ({rw.cfg.strategy}, base {rw.cfg.model})"
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
-    from gradual.merge import load_with_adapters
+    from gradual.lm.load import load_with_adapters
 
     lm = load_with_adapters(model, adapters, device, dtype)
     return lm, f"model {model}" + "".join(f" + {a}" for a in adapters)

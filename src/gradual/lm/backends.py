@@ -191,11 +191,12 @@ def _save_folder(model: Any, tokenizer: Any, key: str) -> str:
 
 def _merged_folder(base: str, adapter: str, tokenizer: Any, key: str) -> str:
     """The base weights with `adapter` merged in, saved as a folder vLLM can load."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from gradual.lm.load import merge_adapter
+
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")  # merged on CPU: vLLM owns the GPU
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged = merge_adapter(model, adapter, model.dtype)
     return _save_folder(merged, tokenizer, key)
 
 
@@ -210,7 +211,7 @@ def vllm_model(spec: str, adapter: str | Path | None = None, dtype: str | None =
 
     The adapter rides on a LoRARequest when vLLM can serve it (lora_unsupported), else it is merged
     into a saved copy of the weights."""
-    from gradual.lm.load import load_tokenizer, resolve_spec
+    from gradual.lm.load import check_adapter, load_tokenizer, resolve_spec
 
     path, kw = resolve_spec(spec)
     if "gguf_file" in kw:
@@ -222,8 +223,7 @@ def vllm_model(spec: str, adapter: str | Path | None = None, dtype: str | None =
     if adapter is None:
         return VLLMModel(spec, path, tok, files_fingerprint(path), placement)
     adapter = str(adapter)
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(f"--adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    check_adapter(adapter)
     fp = files_fingerprint(path, adapter)
     why = lora_unsupported(adapter)
     if why is None:

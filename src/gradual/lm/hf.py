@@ -173,11 +173,6 @@ class HFEngine(DecodeScore, RunParts):
         return out
 
     @torch.inference_mode()
-    def prompt_logits(self, prefix: Prefixes, suffixes: Sequence[str]) -> torch.Tensor:
-        """Next-token logits after each prefix + suffix, through the prefix-reuse path (for tests)."""
-        logits, _, _, _ = self._prompt_pass(prefix, suffixes)
-        return logits.float()
-
     @torch.inference_mode()
     def run(
         self, prefix: Prefixes, suffixes: Sequence[str], *, greedy: bool = True, samples: int = 0,

@@ -21,10 +21,12 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -381,3 +383,50 @@ def contiguous_head_input(model: Any) -> Any:
     head.register_forward_pre_hook(_hook)
     head._gradual_contiguous = True
     return model
+
+
+# -- the weights after some fine-tuning: one place that merges adapters -------------------------------
+
+def check_adapter(path: str | Path, flag: str = "--adapter") -> Path:
+    """A PEFT adapter folder, or a UserError naming the flag."""
+    a = Path(path)
+    if not (a / "adapter_config.json").is_file():
+        raise UserError(f"{flag}: {a}: not a PEFT adapter folder (no adapter_config.json)")
+    return a
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Wrap a model in peft without transformers 5's FutureWarning on `is_gradient_checkpointing`, which
+    peft 0.21 reads at every wrap (each stage, each merge): peft's to change, and nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def merge_adapter(model: Any, adapter: str | Path, dtype: Any) -> Any:
+    """`model` with the PEFT adapter at `adapter` folded into its weights, in `dtype`, ready to decode
+    (plain weights decode faster than a LoRA wrapper; the next stage trains a fresh adapter on top)."""
+    from peft import PeftModel
+
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.to(dtype)
+    model.eval()
+    return contiguous_head_input(model)
+
+
+def load_with_adapters(spec: str, adapters: Sequence[str | Path] = (), device: str | None = None,
+                       dtype: str | None = None, *, full: str | Path | None = None) -> LoadedModel:
+    """A model spec with PEFT adapters merged in the order given (each trained over the ones before).
+
+    `full`: a folder of fully fine-tuned weights that replaces the spec's before the adapters merge (a
+    stage trained with lora off); the tokenizer and the spec stay the base model's. Every adapter is
+    checked before any weights load, so a typo costs no loading time."""
+    folders = [check_adapter(a) for a in adapters]
+    lm = load_model(spec, device, dtype)
+    if full is not None:
+        lm.model = load_model(str(full), device, dtype).model
+    for a in folders:
+        lm.model = merge_adapter(lm.model, a, lm.placement.dtype)
+    return lm

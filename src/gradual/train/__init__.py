@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gradual.train.precision import Precision, choose_precision
     from gradual.train.stage import (ADAPTER_DIR, MODEL_DIR, StageResult, dev_subset, evaluate_dev,
-                                     load_stage_result, merge_into_base, stage_done, train_stage)
+                                     merge_into_base, train_stage)
     from gradual.train.trackers import check_report_to, log_to_trackers, parse_report_to, report_to_errors
 
 _HOME = {
     "Precision": "precision", "choose_precision": "precision",
     "ADAPTER_DIR": "stage", "MODEL_DIR": "stage", "StageResult": "stage", "dev_subset": "stage",
-    "evaluate_dev": "stage", "load_stage_result": "stage", "merge_into_base": "stage", "stage_done": "stage",
-    "train_stage": "stage",
+    "evaluate_dev": "stage", "merge_into_base": "stage", "train_stage": "stage",
     "check_report_to": "trackers", "log_to_trackers": "trackers", "parse_report_to": "trackers",
     "report_to_errors": "trackers",
 }
@@ -38,5 +37,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ADAPTER_DIR", "MODEL_DIR", "Precision", "StageResult", "check_report_to", "choose_precision",
-           "dev_subset", "evaluate_dev", "load_stage_result", "log_to_trackers", "merge_into_base",
-           "parse_report_to", "report_to_errors", "stage_done", "train_stage"]
+           "dev_subset", "evaluate_dev", "log_to_trackers", "merge_into_base",
+           "parse_report_to", "report_to_errors", "train_stage"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator
@@ -59,15 +58,6 @@ def _warmup_share(ratio: float) -> float:
     largest gradual accepts) is sent as the largest float below 1, 1 - 2**-53: ceil(N * (1 - 2**-53))
     is N for every step count N below 2**52, so warmup lasts all N steps, as in transformers 4."""
     return ratio if ratio < 1 else math.nextafter(1.0, 0.0)
-
-
-@contextmanager
-def quiet_peft() -> Iterator[None]:
-    """Wrap a model in peft without transformers 5's FutureWarning on `is_gradient_checkpointing`, which
-    peft 0.21 reads at every wrap (each stage, each merge): peft's to change, and nothing a user can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
 
 
 @contextmanager

@@ -21,7 +21,7 @@ add around it:
   weights for the stage and casts back afterwards;
 - outputs, each written atomically: `adapter/` (standard PEFT; `model/` for full fine-tuning),
   `train_items.jsonl` (replay marked), `metrics.jsonl` (one row per epoch, best marked), and last
-  `stage.json`, whose presence means the stage finished (`stage_done`, `load_stage_result`); with
+  `stage.json`, whose presence means the stage finished; with
   `report_to` including tensorboard, event files under `logs/`.
 
 `train_stage` injects LoRA layers into `lm.model` in place; use `StageResult.model` afterwards,
@@ -33,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -46,13 +44,14 @@ import torch
 
 from gradual import distributed as dist
 from gradual.answers import answer_stop, is_correct
-from gradual.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
+from gradual.atomic import atomic_dir, write_json, write_jsonl
 from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
 from gradual.lm.hf import greedy_answers
 from gradual.prompts import FinetuneFormat
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
-from gradual.train.compat import quiet_peft, tensorboard_dir, training_args
+from gradual.lm.load import quiet_peft
+from gradual.train.compat import tensorboard_dir, training_args
 from gradual.train.data import Collator, EncodedDataset, encode_item, sample_replay
 from gradual.train.precision import choose_precision
 from gradual.train.trackers import check_report_to, end_runs, parse_report_to
@@ -346,37 +345,5 @@ def _stage_record(r: StageResult, config: TrainConfig, name: str) -> dict[str, A
     }
 
 
-def stage_done(out_dir: Path) -> bool:
-    """True when `out_dir` holds a finished stage (stage.json is written last)."""
-    return (Path(out_dir) / "stage.json").exists()
-
-
-def load_stage_result(lm: Any, out_dir: Path) -> StageResult:
-    """Rebuild a finished stage's StageResult, loading its adapter onto `lm.model` (for resume)."""
-    import json
-
-    out_dir = Path(out_dir)
-    rec = json.loads((out_dir / "stage.json").read_text(encoding="utf-8"))
-    if rec["weights"] == ADAPTER_DIR:
-        from peft import PeftModel
-
-        base = merge_into_base(lm.model)
-        model = PeftModel.from_pretrained(base, str(out_dir / ADAPTER_DIR))
-    else:
-        from transformers import AutoModelForCausalLM
-
-        dtype = next(lm.model.parameters()).dtype
-        model = AutoModelForCausalLM.from_pretrained(str(out_dir / MODEL_DIR), dtype=dtype)
-        model.to(next(lm.model.parameters()).device)
-    model.eval()
-    lm.model = model
-    return StageResult(
-        model=model, best_epoch=rec["best_epoch"], dev_accuracy=rec["dev_accuracy"],
-        metrics=read_jsonl(out_dir / "metrics.jsonl"), n_train=rec["n_train"], n_replay=rec["n_replay"],
-        wall_s=rec["wall_s"], out_dir=out_dir, selection=rec["selection"], stopped_early=rec["stopped_early"],
-        precision=rec["precision"], note=rec["note"],
-    )
-
-
 __all__ = ["ADAPTER_DIR", "MODEL_DIR", "StageResult", "train_stage", "merge_into_base", "evaluate_dev",
-           "dev_subset", "stage_done", "load_stage_result"]
+           "dev_subset"]
