@@ -27,7 +27,7 @@ from gradual.config import ProbeConfig
 from gradual.data.items import Item, item_from_dict
 from gradual.errors import UserError
 from gradual.probe import probe
-from gradual.lm import backends
+from gradual.lm import backends, vllm_model
 from gradual.lm.hf import HFEngine
 from gradual.lm.sampling import set_prob, token_prob
 from gradual.probe.run import _prompt_key
@@ -158,9 +158,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch, tiny_lm: Any) -> type[LLM]:
         monkeypatch.setitem(sys.modules, name, m)
     LLM.instances = []
     LLM.world = World(tiny_lm.tokenizer, tiny_lm.model)
-    backends._LLM.clear()
+    vllm_model._LLM.clear()
     yield LLM
-    backends._LLM.clear()
+    vllm_model._LLM.clear()
 
 
 def _items(rows: list[dict]) -> list[Item]:
@@ -208,7 +208,7 @@ def test_vllm_score_equals_hf_engine_score(fake_vllm: type[LLM], tiny_lm: Any, t
     prefix = "Q: What is the capital of France?\nA: Paris\nQ: Which continent is Peru on?\nA: South America\n"
     suffixes = ["Q: What is the capital of Japan?\nA:", "Q: Hi?\nA:"]
     conts = [[" Tokyo", " Paris", " Paris"], [" South America", " A"]]
-    model = backends.vllm_model(str(tiny_model_dir))
+    model = vllm_model.vllm_model(str(tiny_model_dir))
     for max_new in (12, 2):  # 2: " South America" is cut (longer than max_new_tokens or exactly at it)
         eng = backends.make_engine("vllm", model, max_new_tokens=max_new, top_k=40)
         hf = HFEngine(tiny_lm.model, tiny_lm.tokenizer, batch_size=8, max_new_tokens=max_new)
@@ -242,7 +242,7 @@ def _probe_items(sample_items: list[dict]) -> tuple[list[Item], list[Item]]:
 def test_probe_sample_estimator_requests_and_parsing(fake_vllm: type[LLM], tiny_model_dir: Path,
                                                      sample_items: list[dict], tmp_path: Path) -> None:
     items, pool = _probe_items(sample_items)
-    model = backends.vllm_model(str(tiny_model_dir))
+    model = vllm_model.vllm_model(str(tiny_model_dir))
     cfg = ProbeConfig(**CFG)  # type: ignore[arg-type]
     res = probe(model, items, pool, cfg, progress=False, cache_dir=tmp_path)
     cats = {r.question.split()[-1].rstrip("?"): r.category for r in res.rows}
@@ -287,7 +287,7 @@ def test_probe_sample_estimator_requests_and_parsing(fake_vllm: type[LLM], tiny_
 def test_probe_exact_estimator_requests_prompt_logprobs(fake_vllm: type[LLM], tiny_model_dir: Path,
                                                         sample_items: list[dict], tmp_path: Path) -> None:
     items, pool = _probe_items(sample_items)
-    model = backends.vllm_model(str(tiny_model_dir))
+    model = vllm_model.vllm_model(str(tiny_model_dir))
     cfg = ProbeConfig(**{**CFG, "estimator": "exact"})  # type: ignore[arg-type]
     res = probe(model, items, pool, cfg, progress=False, cache_dir=tmp_path)
     cats = {r.question.split()[-1].rstrip("?"): r.category for r in res.rows}
@@ -327,9 +327,9 @@ def test_lora_adapter_rides_on_a_lora_request(fake_vllm: type[LLM], tiny_model_d
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 12, "lora_alpha": 32,
                                                              "target_modules": ["q_proj", "v_proj"]}))
     (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
-    model = backends.vllm_model(str(tiny_model_dir), adapter=adapter)
+    model = vllm_model.vllm_model(str(tiny_model_dir), adapter=adapter)
     assert model.lora == str(adapter) and model.lora_rank == 16  # rounded up to a rank vLLM accepts
-    assert model.fingerprint != backends.vllm_model(str(tiny_model_dir)).fingerprint
+    assert model.fingerprint != vllm_model.vllm_model(str(tiny_model_dir)).fingerprint
     eng = backends.make_engine("vllm", model, max_new_tokens=4)
     assert eng.greedy("", ["Q: What is the capital of France?\nA:"]) == [" Paris"]
     llm = fake_vllm.instances[-1]
@@ -337,7 +337,7 @@ def test_lora_adapter_rides_on_a_lora_request(fake_vllm: type[LLM], tiny_model_d
     lr = llm.calls[-1]["lora_request"]
     assert isinstance(lr, LoRARequest) and lr.lora_path == str(adapter) and lr.lora_int_id == 1
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "use_dora": True}))
-    assert "DoRA" in (backends.lora_unsupported(adapter) or "")
+    assert "DoRA" in (vllm_model.lora_unsupported(adapter) or "")
 
 
 def test_eval_decodes_through_vllm_greedy(fake_vllm: type[LLM], tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -377,10 +377,10 @@ def test_backend_vllm_without_vllm_exits_2(monkeypatch: pytest.MonkeyPatch, caps
     for args in (["probe", "--data", str(data), "--out", str(tmp_path / "p.jsonl")],
                  ["eval", "--data", str(data), "--out", str(tmp_path / "e.json")]):
         code, err = _main(monkeypatch, capsys, args + ["--model", str(tiny_model_dir), "--backend", "vllm"])
-        assert code == 2 and backends.NOT_INSTALLED in err, err
+        assert code == 2 and vllm_model.NOT_INSTALLED in err, err
     assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "e.json").exists()
     with pytest.raises(UserError, match=r"vLLM is not installed \(pip install 'gradual\[vllm\]'\)"):
-        probe(backends.VLLMModel("x", "x", None, "f", backends._placement("auto", "test")),
+        probe(vllm_model.VLLMModel("x", "x", None, "f", vllm_model._placement("auto", "test")),
               _items(sample_items), None, ProbeConfig(backend="vllm"), progress=False)
     code, err = _main(monkeypatch, capsys, ["probe", "--data", str(data), "--out", str(tmp_path / "p.jsonl"),
                                             "--model", str(tiny_model_dir), "--backend", "tpu"])

@@ -18,16 +18,16 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 import yaml
 
 from gradual.errors import UserError, where
+from gradual.lm.backends import BACKENDS
 from gradual.strategies import STRATEGIES
 
 
 # The probe's estimators and backends: these Literals are the one list (validation, help, flags).
 Estimator = Literal["sample", "exact"]
-Backend = Literal["hf", "vllm"]
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]  # the registry's names (gradual.lm.backends)
 # fewshot: SliCK's k-shot prompts (PAPER.md §1); zeroshot: the bare "Q: ...\nA:" the fine-tuned model answers.
 ProbeFormat = Literal["fewshot", "zeroshot"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
-BACKENDS: tuple[str, ...] = get_args(Backend)
 PROBE_FORMATS: tuple[str, ...] = get_args(ProbeFormat)
 # What the backends are (the probe's --backend help, and eval's).
 BACKEND_HELP = "hf runs on CPU or GPU; vllm on a GPU (pip install 'gradual[vllm]')."

@@ -91,11 +91,12 @@ def evaluate_items(
     outputs: dict[int, str] = {}
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
-    engine = None
-    if backend != "hf":
-        from gradual.lm.backends import make_engine
+    from gradual.lm.backends import get_backend, make_engine
 
-        engine = make_engine(backend, lm, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    # An engine that loads its own weights decodes through its greedy; in-process weights decode through
+    # greedy_answers, with the gold answer as a draft.
+    engine = make_engine(backend, lm, batch_size=batch_size, max_new_tokens=max_new_tokens) \
+        if get_backend(backend).loads_weights else None
 
     def run(batch: list[int]) -> None:
         if engine is not None:
@@ -184,7 +185,8 @@ def evaluate_file(
     from gradual.atomic import write_json, write_jsonl
     from gradual.data.items import read_items
     from gradual.errors import UserError
-    from gradual.lm.load import check_adapter, load_with_adapters
+    from gradual.lm.backends import backend_errors, backend_identity, get_backend
+    from gradual.lm.load import check_adapter
 
     data_p, out_p = Path(data), Path(out)
     if not data_p.is_file():
@@ -202,12 +204,10 @@ def evaluate_file(
     check_run_flags(run, stage, adapters=[adapter] if adapter is not None else [])
     rw = None
     if run is not None:
-        if backend != "hf":
+        if get_backend(backend).loads_weights:
             raise UserError(f"--backend {backend}: --run evaluates a run's rebuilt weights with the hf backend")
         rw = finished_run(run, stage)
         model, chat = rw.cfg.model, chat or rw.cfg.train.chat
-    from gradual.lm.backends import backend_errors, backend_identity
-
     bad = backend_errors(backend, "sample", 1)  # eval decodes greedily: only the backend's presence matters
     if bad:
         raise UserError("; ".join(bad))
@@ -215,19 +215,15 @@ def evaluate_file(
     from gradual import distributed as dist
 
     dist.check_shardable(len(items), "--data")  # before the model loads
-    if backend != "hf":
+    if not get_backend(backend).shards_items:
         dist.refuse(f"--backend {backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     cats = load_categories(categories) if categories is not None else None
-    if backend == "vllm":  # vLLM loads the weights; the adapter rides on a LoRA request where it can
-        from gradual.lm.backends import vllm_model
-
-        lm: Any = vllm_model(model, adapter=adapter, dtype=dtype)
-    elif rw is not None:
+    if rw is not None:
         from gradual.merge import load_run_model
 
-        lm = load_run_model(rw, device, dtype)
-    else:
-        lm = load_with_adapters(model, [adapter] if adapter is not None else [], device, dtype)
+        lm: Any = load_run_model(rw, device, dtype)
+    else:  # vllm: the adapter rides on a LoRA request where it can
+        lm = get_backend(backend).load(model, adapter, device, dtype)
     result = evaluate_items(lm, items, cats, chat=chat, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, progress=progress, backend=backend)
     summary = {"model": model, "adapter": str(adapter) if adapter is not None else None,

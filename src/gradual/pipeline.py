@@ -137,15 +137,16 @@ class Pipeline:
 
     # -- probe -----------------------------------------------------------------------------
     def _engine_for(self, lm: LoadedModel) -> Any:
-        """One HF engine per model: the base train and test probes use the same exemplar sets (both
-        drawn from dev with the run's probe seed), so the test probe finds their prefix KV cached."""
-        if self.cfg.probe.backend != "hf":
-            return None  # probe() builds it, only if a pass is not cached
-        if getattr(self, "_engine_model", None) is not lm.model:
-            from gradual.lm.backends import make_engine
+        """One engine per model: the base train and test probes use the same exemplar sets (both drawn
+        from dev with the run's probe seed), so the test probe finds their prefix KV cached. An engine
+        that loads its own weights is left to probe(), which builds it only if a pass is not cached."""
+        from gradual.lm.backends import get_backend, make_engine
 
-            c = self.cfg.probe
-            self._engine = make_engine("hf", lm, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+        c = self.cfg.probe
+        if get_backend(c.backend).loads_weights:
+            return None
+        if getattr(self, "_engine_model", None) is not lm.model:
+            self._engine = make_engine(c.backend, lm, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
                                        top_k=c.top_k, seed=c.seed)
             self._engine_model = lm.model
         return self._engine

@@ -54,7 +54,6 @@ def probe_cmd(
     check_model_spec(model)  # a mistyped --model fails in a second, before torch loads
     from gradual.data.items import load_dataset_dir, read_items
     from gradual.errors import UserError
-    from gradual.lm.load import load_model
     from gradual.probe import CATEGORIES, probe, save_probe, summary_path
     from gradual.probe.run import validate_config
 
@@ -81,12 +80,9 @@ def probe_cmd(
 
     check_shardable(len(items), "--data")  # a launch with more processes than items fails before loading
 
-    if cfg.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is loaded here
-        from gradual.lm.backends import vllm_model
+    from gradual.lm.backends import get_backend
 
-        lm = vllm_model(model, dtype=dtype)
-    else:
-        lm = load_model(model, device, dtype)
+    lm = get_backend(cfg.backend).load(model, None, device, dtype)  # vllm: only the tokenizer loads here
     console.print(f"[dim]model {model} on {lm.placement.reason}; {len(items)} items, estimator {cfg.estimator}, "
                   f"exemplars: {'the probed items' if pool is None else f'{len(pool)} items'}[/]")
     result = probe(lm, items, pool, cfg, progress=not quiet)

@@ -1,314 +1,121 @@
-"""Probe backends: `hf` (HFEngine, CPU or GPU) and `vllm` (VLLMEngine, GPU), behind one factory.
+"""The engines a probe or an eval can run on, by name: `hf` (gradual.lm.hf, CPU or GPU) and `vllm`
+(gradual.lm.vllm, GPU), each imported only when used.
 
 Run as: `gradual probe --backend vllm ...`, `gradual eval --backend vllm ...` (config key probe.backend);
-        from Python: `engine = make_engine("vllm", vllm_model("./my-model"), max_new_tokens=12, top_k=40)`.
+        from Python: `engine = make_engine("hf", load_model("smollm2-135m"), max_new_tokens=12)`.
 
-vLLM is an optional extra (`pip install 'gradual[vllm]'`): it is imported only when the vllm backend
-is used, and its absence is a user error (exit 2) raised before any model loads.
-
-The backend's identity ({"name", "version"}: transformers' version for hf, vLLM's for vllm) goes into
-every probe cache key and probe summary: the backends draw samples with different generators and
-compute in different kernels, so a cached hf probe must never answer a vllm one.
-
-The vllm backend serves a VLLMModel (a weights folder, its tokenizer and fingerprint, optionally one
-LoRA adapter sent as a LoRARequest) built by `vllm_model(spec, adapter)`; an in-memory LoadedModel
-(`gradual run` hands the probe merged weights) is first saved to a folder keyed by its fingerprint.
-See gradual.lm.vllm for what each request asks vLLM and where LoRA requests apply.
+Callers ask a backend what it can do (its fields) instead of testing its name. Its identity
+({"name", "version"}: transformers' version for hf, vLLM's for vllm) goes into every probe cache key
+and probe summary: the backends draw samples with different generators and compute in different
+kernels, so a cached hf probe must never answer a vllm one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import json
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
-import torch
-
-from gradual.config import BACKENDS
 from gradual.errors import UserError
 
-NOT_INSTALLED = "--backend vllm: vLLM is not installed (pip install 'gradual[vllm]')"
-# max_lora_rank values vLLM accepts; an adapter's rank is rounded up to the next one.
-_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    # The engine loads the weights itself (vllm): this process loads only the tokenizer, and a run's
+    # rebuilt weights are handed over as a saved folder.
+    loads_weights: bool
+    # Under a multi-process launch, items are split across the processes (hf); an engine that manages
+    # its GPUs itself is refused there.
+    shards_items: bool
+    problems: Callable[[str, int], list[str]]  # (estimator, top_k) -> flag-named messages
+    version: Callable[[], str]
+    load: Callable[[str, "str | Path | None", "str | None", "str | None"], Any]  # (spec, adapter, device, dtype)
+    engine: Callable[..., Any]  # (model, batch_size, max_new_tokens, top_k, seed) -> a ProbeEngine
 
 
-# -- identity and availability ------------------------------------------------------------------
+# -- hf -------------------------------------------------------------------------------------------
 
-def vllm_available() -> bool:
-    """Whether `import vllm` would succeed, without paying for the import (several seconds)."""
-    if "vllm" in sys.modules:  # a test's stand-in, or vLLM already imported; None marks a failed import
-        return sys.modules["vllm"] is not None
-    try:
-        return importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        return False
+def _hf_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
 
 
-def import_vllm() -> Any:
-    if not vllm_available():
-        raise UserError(NOT_INSTALLED)
-    try:
-        return importlib.import_module("vllm")
-    except ImportError as exc:  # installed but broken (e.g. a CUDA/torch mismatch): say so, once
-        raise UserError(f"--backend vllm: vLLM is installed but does not import ({exc})") from None
+def _hf_load(spec: str, adapter: str | Path | None, device: str | None, dtype: str | None) -> Any:
+    from gradual.lm.load import load_with_adapters
+
+    return load_with_adapters(spec, [adapter] if adapter is not None else [], device, dtype)
+
+
+def _hf_engine(lm: Any, *, batch_size: int = 64, max_new_tokens: int = 12, top_k: int = 0, seed: int = 0) -> Any:
+    if not hasattr(lm, "model"):
+        raise UserError("--backend hf: needs a model loaded with gradual.lm.load.load_model")
+    from gradual.lm.hf import HFEngine
+
+    return HFEngine(lm.model, lm.tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+
+# -- vllm -----------------------------------------------------------------------------------------
+
+def _vllm_problems(estimator: str, top_k: int) -> list[str]:
+    from gradual.lm.vllm_model import NOT_INSTALLED, vllm_available
+
+    errors = [] if vllm_available() else [NOT_INSTALLED]
+    if estimator == "exact" and top_k <= 0:
+        errors.append("--top-k: 0 (whole vocabulary) cannot be scored by the vLLM backend: its "
+                      "prompt_logprobs return the top k tokens only; use --top-k >= 1 or --backend hf")
+    return errors
+
+
+def _vllm_version() -> str:
+    from gradual.lm.vllm_model import vllm_version
+
+    return vllm_version()
+
+
+def _vllm_load(spec: str, adapter: str | Path | None, device: str | None, dtype: str | None) -> Any:
+    from gradual.lm.vllm_model import vllm_model
+
+    return vllm_model(spec, adapter=adapter, dtype=dtype)  # vLLM picks its GPU: device does not apply
+
+
+def _vllm_engine(lm: Any, *, batch_size: int = 64, max_new_tokens: int = 12, top_k: int = 0, seed: int = 0) -> Any:
+    from gradual.lm.vllm_model import vllm_engine
+
+    return vllm_engine(lm, max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)  # vLLM batches itself
+
+
+REGISTRY: dict[str, Backend] = {
+    "hf": Backend("hf", loads_weights=False, shards_items=True, problems=lambda estimator, top_k: [],
+                  version=_hf_version, load=_hf_load, engine=_hf_engine),
+    "vllm": Backend("vllm", loads_weights=True, shards_items=False, problems=_vllm_problems,
+                    version=_vllm_version, load=_vllm_load, engine=_vllm_engine),
+}
+BACKENDS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend `name`, or a UserError naming the ones there are."""
+    if name not in REGISTRY:
+        raise UserError(f"--backend: unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    return REGISTRY[name]
 
 
 def backend_errors(backend: str, estimator: str, top_k: int) -> list[str]:
     """Everything wrong with a backend choice, as flag-named messages (checked before any model loads)."""
-    if backend not in BACKENDS:
+    if backend not in REGISTRY:
         return [f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}"]
-    errors = []
-    if backend == "vllm":
-        if not vllm_available():
-            errors.append(NOT_INSTALLED)
-        if estimator == "exact" and top_k <= 0:
-            errors.append("--top-k: 0 (whole vocabulary) cannot be scored by the vLLM backend: its "
-                          "prompt_logprobs return the top k tokens only; use --top-k >= 1 or --backend hf")
-    return errors
+    return REGISTRY[backend].problems(estimator, top_k)
 
 
 def backend_identity(backend: str) -> dict[str, str]:
     """{"name", "version"} of a backend, for cache keys and summaries."""
-    if backend == "hf":
-        import transformers
-
-        return {"name": "hf", "version": transformers.__version__}
-    if backend == "vllm":
-        mod = sys.modules.get("vllm")
-        version = getattr(mod, "__version__", None) if mod is not None else None
-        if version is None:
-            from importlib.metadata import PackageNotFoundError, version as dist_version
-
-            try:
-                version = dist_version("vllm")
-            except PackageNotFoundError:
-                raise UserError(NOT_INSTALLED) from None
-        return {"name": "vllm", "version": str(version)}
-    raise UserError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-
-
-# -- what the vllm backend serves ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class VLLMPlacement:
-    """Where vLLM runs the model; `dtype` is vLLM's own setting ("auto": from the model config)."""
-
-    device: torch.device
-    dtype: str
-    reason: str
-
-
-@dataclass
-class VLLMModel:
-    """A model for the vllm backend: duck-types the LoadedModel fields probe() and eval read
-    (spec, tokenizer, fingerprint, placement) without loading the weights into this process."""
-
-    spec: str
-    path: str  # the weights folder (or hub id) vLLM loads
-    tokenizer: Any
-    fingerprint: str  # of the weights files, plus the adapter's files when one is served
-    placement: VLLMPlacement
-    lora: str | None = None  # a LoRA adapter folder sent as a LoRARequest with every request
-    lora_rank: int = 0
-
-
-_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def _hash_files(paths: list[Path], h: Any, whole: bool) -> None:
-    for p in sorted(paths):
-        size = p.stat().st_size
-        h.update(f"{p.name}\x00{size}\x00".encode())
-        with p.open("rb") as f:
-            if whole or size <= 1 << 20:
-                h.update(f.read())
-                continue
-            # Large weight files: the head (safetensors' header names every tensor, shape and offset) and
-            # 64 strided 4 KiB windows: any fine-tune changes every window's bytes, at milliseconds of I/O.
-            h.update(f.read(1 << 16))
-            for i in range(64):
-                f.seek(size * i // 64)
-                h.update(f.read(4096))
-
-
-def files_fingerprint(path: str, adapter: str | None = None) -> str:
-    """A cheap, stable hash of a model folder's config and weights (and an adapter's files)."""
-    h = hashlib.sha256()
-    p = Path(path)
-    if p.is_dir():
-        _hash_files([q for q in p.iterdir() if q.suffix in (".json", ".safetensors", ".bin", ".model")], h,
-                    whole=False)
-    else:  # a hub id vLLM downloads itself: only the name is known here
-        h.update(f"hub:{path}".encode())
-    if adapter is not None:
-        _hash_files([q for q in Path(adapter).iterdir() if q.is_file()], h, whole=True)
-    return h.hexdigest()[:16]
-
-
-def lora_unsupported(adapter: str | Path) -> str | None:
-    """Why vLLM cannot serve this adapter as a LoRARequest (None: it can)."""
-    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        return f"peft_type {cfg.get('peft_type')} is not LoRA"
-    if cfg.get("use_dora"):
-        return "DoRA adapters are not served by vLLM"
-    if cfg.get("modules_to_save"):
-        return "modules_to_save (fully trained modules) cannot ride on a LoRA request"
-    if int(cfg.get("r", 0)) > _VLLM_LORA_RANKS[-1]:
-        return f"rank {cfg.get('r')} exceeds vLLM's maximum {_VLLM_LORA_RANKS[-1]}"
-    return None
-
-
-def _lora_rank(adapter: str | Path) -> int:
-    r = int(json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16))
-    return next(x for x in _VLLM_LORA_RANKS if x >= r)
-
-
-def _save_folder(model: Any, tokenizer: Any, key: str) -> str:
-    """Save HF weights + tokenizer once under the cache, keyed by fingerprint (atomic rename)."""
-    from gradual.lm.load import cache_dir
-
-    out = cache_dir() / "vllm-models" / key
-    if (out / "config.json").exists():
-        return str(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process saved it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out)
-
-
-def _merged_folder(base: str, adapter: str, tokenizer: Any, key: str) -> str:
-    """The base weights with `adapter` merged in, saved as a folder vLLM can load."""
-    from transformers import AutoModelForCausalLM
-
-    from gradual.lm.load import merge_adapter
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")  # merged on CPU: vLLM owns the GPU
-    merged = merge_adapter(model, adapter, model.dtype)
-    return _save_folder(merged, tokenizer, key)
-
-
-def _placement(dtype: str, why: str) -> VLLMPlacement:
-    if dtype not in _DTYPES:
-        raise UserError(f"--dtype: unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
-    return VLLMPlacement(torch.device("cuda"), _DTYPES[dtype], f"vLLM on cuda, dtype {_DTYPES[dtype]} ({why})")
-
-
-def vllm_model(spec: str, adapter: str | Path | None = None, dtype: str | None = "auto") -> VLLMModel:
-    """A model spec (plus an optional PEFT adapter) for the vllm backend; loads only the tokenizer.
-
-    The adapter rides on a LoRARequest when vLLM can serve it (lora_unsupported), else it is merged
-    into a saved copy of the weights."""
-    from gradual.lm.load import check_adapter, load_tokenizer, resolve_spec
-
-    path, kw = resolve_spec(spec)
-    if "gguf_file" in kw:
-        raise UserError(f"--model: {spec}: a .gguf file is not served by the vllm backend; give a Hugging Face "
-                        "model folder (the embedded smollm2-135m is converted to one) or use --backend hf")
-    tok = load_tokenizer(path)
-    placement = _placement(dtype or "auto", "dtype auto: the model config's" if (dtype or "auto") == "auto"
-                           else "--dtype")
-    if adapter is None:
-        return VLLMModel(spec, path, tok, files_fingerprint(path), placement)
-    adapter = str(adapter)
-    check_adapter(adapter)
-    fp = files_fingerprint(path, adapter)
-    why = lora_unsupported(adapter)
-    if why is None:
-        return VLLMModel(spec, path, tok, fp, placement, lora=adapter, lora_rank=_lora_rank(adapter))
-    return VLLMModel(spec, _merged_folder(path, adapter, tok, fp), tok, fp,
-                     _placement(dtype or "auto", f"adapter merged: {why}"))
-
-
-def from_loaded(lm: Any, dtype: str = "auto") -> VLLMModel:
-    """An in-memory model (LoadedModel, e.g. a run's merged stages) as a folder vLLM can load."""
-    model = lm.model
-    if hasattr(model, "merge_and_unload"):  # a PEFT wrapper: save plain weights
-        model = model.merge_and_unload()
-    fp = lm.fingerprint
-    return VLLMModel(lm.spec, _save_folder(model, lm.tokenizer, fp), lm.tokenizer, fp,
-                     _placement(dtype, "weights saved from memory"))
-
-
-# -- building engines --------------------------------------------------------------------------------
-
-# One LLM per process: vLLM reserves most of the GPU's memory, so a second model replaces the first.
-_LLM: dict[str, Any] = {}
-
-
-def build_llm(vllm: Any, model: VLLMModel, *, max_logprobs: int, seed: int) -> Any:
-    """The (cached) vllm.LLM for `model`: prefix caching on, LoRA enabled when an adapter rides along."""
-    kwargs: dict[str, Any] = {"model": model.path, "tokenizer": model.path, "dtype": model.placement.dtype,
-                              "enable_prefix_caching": True, "max_logprobs": max_logprobs, "seed": seed}
-    if model.lora is not None:
-        kwargs.update(enable_lora=True, max_lora_rank=model.lora_rank, max_loras=1)
-    key = json.dumps(kwargs, sort_keys=True)
-    if key not in _LLM:
-        if _LLM:
-            _LLM.clear()  # drop the previous engine before the next one asks for the GPU's memory
-            import gc
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        _LLM[key] = vllm.LLM(**kwargs)
-    return _LLM[key]
-
-
-def _stop_ok_ids(path: str, tokenizer: Any) -> set[int]:
-    """STOP_OK token ids for a model folder, from the HF engine's own helper (eos from the model's configs)."""
-    from gradual.lm.stops import stop_sets
-
-    cfgs = SimpleNamespace(config=None, generation_config=None)
-    try:
-        from transformers import AutoConfig, GenerationConfig
-
-        cfgs.config = AutoConfig.from_pretrained(path)
-        try:
-            cfgs.generation_config = GenerationConfig.from_pretrained(path)
-        except OSError:  # many models ship no generation_config.json
-            pass
-    except (OSError, ValueError):
-        pass
-    vocab = max(len(tokenizer), int(getattr(cfgs.config, "vocab_size", 0) or 0))
-    _, ok = stop_sets(tokenizer, cfgs, vocab, torch.device("cpu"))
-    return {int(i) for i in ok.nonzero().flatten().tolist()}
+    return {"name": backend, "version": get_backend(backend).version()}
 
 
 def make_engine(backend: str, lm: Any, *, batch_size: int = 64, max_new_tokens: int = 12, top_k: int = 0,
                 seed: int = 0) -> Any:
     """The ProbeEngine for `backend` over `lm` (a LoadedModel, or a VLLMModel for vllm)."""
-    if backend == "hf":
-        if not hasattr(lm, "model"):
-            raise UserError("--backend hf: needs a model loaded with gradual.lm.load.load_model")
-        from gradual.lm.hf import HFEngine
-
-        return HFEngine(lm.model, lm.tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    if backend != "vllm":
-        raise UserError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    vllm = import_vllm()
-    model = lm if isinstance(lm, VLLMModel) else from_loaded(lm)
-    from gradual.lm.vllm import VLLMEngine
-
-    llm = build_llm(vllm, model, max_logprobs=max(20, top_k), seed=seed)
-    lora_request = None
-    if model.lora is not None:
-        from vllm.lora.request import LoRARequest
-
-        # The int id names the adapter inside vLLM; one adapter per engine, so 1.
-        lora_request = LoRARequest(f"gradual-{Path(model.lora).parent.name or 'adapter'}", 1, model.lora)
-    newline = model.tokenizer("\n", add_special_tokens=False)["input_ids"]
-    return VLLMEngine(llm, vllm, model.tokenizer, stop_ok=_stop_ok_ids(model.path, model.tokenizer),
-                      newline_id=newline[-1], max_new_tokens=max_new_tokens, lora_request=lora_request)
+    return get_backend(backend).engine(lm, batch_size=batch_size, max_new_tokens=max_new_tokens, top_k=top_k,
+                                       seed=seed)

@@ -30,7 +30,7 @@ What each call sends (gradual.lm.hf's module docstring defines what the results 
     costs a full prefill of its ~100-token prompt: cheap on a GPU, and only items whose greedy answers
     are all wrong are scored under early exit.
 
-Stage adapters (how gradual.lm.backends.vllm_model serves a model with a LoRA adapter):
+Stage adapters (how gradual.lm.vllm_model.vllm_model serves a model with a LoRA adapter):
   - exactly one LoRA adapter on top of the base weights (stage 1, or `gradual eval --adapter`): the base
     model is loaded once with `enable_lora=True` and every request carries a LoRARequest for the
     adapter folder; vLLM applies the adapter unmerged (same function, no merged copy on disk).
@@ -126,7 +126,7 @@ class _Request:
 class VLLMEngine(RunParts):
     """ProbeEngine over a vLLM `LLM` (see the module docstring).
 
-    `llm` is a vllm.LLM built with enable_prefix_caching=True (gradual.lm.backends.build_llm);
+    `llm` is a vllm.LLM built with enable_prefix_caching=True (gradual.lm.vllm_model.build_llm);
     `vllm` is the imported module (passed in so that nothing here imports vLLM at import time);
     `tokenizer` is the model's HF tokenizer; `stop_ok` the STOP_OK token ids; `lora_request` a
     vllm LoRARequest sent with every request, or None."""

@@ -30,7 +30,7 @@ from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
-from gradual.lm.backends import backend_errors, backend_identity, make_engine
+from gradual.lm.backends import backend_errors, backend_identity, get_backend, make_engine
 from gradual.lm.protocol import ProbeEngine
 from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
@@ -343,7 +343,7 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
         raise UserError("--data: no items to probe")
     config = as_computed(config)  # the summary records what was computed (zeroshot: nex 1, shots 0)
     dist.check_shardable(len(items), "--data")
-    if config.backend != "hf":
+    if not get_backend(config.backend).shards_items:
         dist.refuse(f"--backend {config.backend}", "the engine manages its GPUs itself; items are sharded for the hf backend")
     t0 = time.perf_counter()
     pool = list(exemplars) if exemplars is not None else list(items)
