@@ -255,3 +255,30 @@ def test_a_prompt_longer_than_the_context_names_its_item(tmp_path: Path, tiny_mo
     res = run_cli("probe", "--model", str(tiny_model_dir), "--data", str(path), "--out", str(tmp_path / "p.jsonl"),
                   *PROBE_FLAGS)
     _refused(res, "more than the model's context of 1024", "items are too long")
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused_at_load(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    from gradual.errors import UserError
+    from gradual.lm.load import load_model
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    tok = json.loads((model / "tokenizer.json").read_text())
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    tok["added_tokens"].append({"id": vocab, "content": "capital", "single_word": False, "lstrip": False,
+                                "rstrip": False, "normalized": True, "special": False})
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(UserError, match=rf"its tokenizer has {vocab + 1} tokens but the model embeds only {vocab}"):
+        load_model(str(model), "cpu", "fp32")
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_work(tmp_path: Path, items_file: Path,
+                                                                  tiny_model_dir: Path, cache: Path) -> None:
+    # /proc lets root pass os.access but refuses every mkdir: only trying finds out.
+    for args in (("probe", "--model", str(tiny_model_dir), "--data", str(items_file),
+                  "--out", "/proc/gradual-x/p.jsonl", *PROBE_FLAGS),
+                 ("data", "build", "world", "--out", "/proc/gradual-x/world")):
+        _refused(run_cli(*args), "cannot write in /proc")
+    assert not cache.exists()

@@ -27,7 +27,8 @@ from gradual.probe import CATEGORIES, ProbeResult, categorize, load_probe, probe
 from gradual.lm.hf import HFEngine
 from gradual.lm.sampling import tempered_topk
 from gradual.answers import is_correct
-from gradual.probe.run import accepted_continuations, summary_path
+from gradual.probe.result import summary_path
+from gradual.probe.run import accepted_continuations
 from gradual.probe.slick import ANY_RELATION, assign_exemplar_sets, p_seen_from_prompts
 from gradual.prompts import probe_prefix, query
 

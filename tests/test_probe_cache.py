@@ -78,18 +78,19 @@ def test_key_covers_prompt_version_and_libraries(monkeypatch: pytest.MonkeyPatch
 
 def test_changed_tokenizer_is_another_fingerprint_and_a_miss(tiny_lm, tiny_model_dir: Path, sample_items: list[dict],
                                                             tmp_path: Path) -> None:
-    """(a) Same weights, a tokenizer with one more token: another fingerprint, so no entry is shared."""
+    """(a) Same weights, a tokenizer that splits text otherwise (it lower-cases first): another fingerprint,
+    so no entry is shared. (A token beyond the weights' vocabulary is refused at load: test_faults.)"""
     from gradual.lm.load import load_model, model_fingerprint, tokenizer_fingerprint
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     tok = json.loads((folder / "tokenizer.json").read_text())
-    tok["added_tokens"].append({"id": max(tok["model"]["vocab"].values()) + 1,
-                                "content": "<|extra|>", "single_word": False, "lstrip": False, "rstrip": False,
-                                "normalized": False, "special": True})
+    assert tok.get("normalizer") != {"type": "Lowercase"}
+    tok["normalizer"] = {"type": "Lowercase"}
     (folder / "tokenizer.json").write_text(json.dumps(tok))
     other = load_model(str(folder), device="cpu", dtype="fp32")
-    assert len(other.tokenizer) == len(tiny_lm.tokenizer) + 1  # the vocabulary did change
+    text = "What is the capital of France?"
+    assert other.tokenizer(text)["input_ids"] != tiny_lm.tokenizer(text)["input_ids"]  # it does tokenize otherwise
     assert model_fingerprint(other.model) == model_fingerprint(tiny_lm.model)
     assert tokenizer_fingerprint(other.tokenizer) != tokenizer_fingerprint(tiny_lm.tokenizer)
     assert other.fingerprint != tiny_lm.fingerprint

@@ -103,7 +103,9 @@ def world_error(exc: BaseException) -> str | None:
     if out_of_space(exc):
         where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
         return f"no space left on device{where}; free space and run the command again (gradual run: with --resume)"
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
+    # The folders and files a user names (--out, --data, GRADUAL_CACHE) are where these come from.
+    if isinstance(exc, OSError) and exc.filename and exc.errno in (
+            errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG):
         return f"{exc.filename}: {exc.strerror.lower() if exc.strerror else 'not allowed'} (check where --out and GRADUAL_CACHE point)"
     return None
 

@@ -20,12 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
 from gradual.atomic import write_json, write_text
 from gradual.categories import CATEGORIES
 from gradual.metrics import detectable_difference, mean_ci
 from gradual.report.markdown import comparison_markdown
+from gradual.rundir import CompareDir, RunDir
 
 COUNT_BOUNDS = (0.0, math.inf)
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
@@ -47,17 +46,17 @@ def run_name(strategy: str, seed: int, exemplar_seed: int | None = None) -> str:
 
 def finished_summary(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     """summary.json of a finished run made with exactly `cfg`, else None (the run must be (re)done)."""
-    from gradual.config import run_identity
-
-    summary_p, cfg_p = run_dir / "summary.json", run_dir / "config.yaml"
-    if not (summary_p.is_file() and cfg_p.is_file()):
+    rd = RunDir(run_dir)
+    if not (rd.summary.is_file() and rd.config.is_file()):
+        return None
+    was = rd.recorded_identity()
+    if was is None:
         return None
     try:
-        record = yaml.safe_load(cfg_p.read_text(encoding="utf-8")) or {}
-        summary = json.loads(summary_p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError):
+        summary = json.loads(rd.summary.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(record, dict) or run_identity(record.get("config") or {}) != run_identity(cfg):
+    if was != rd.identity(cfg):
         return None
     return summary
 
@@ -92,6 +91,7 @@ def run_compare(
     from gradual.config import load_run_config
 
     out = Path(out)
+    cdir = CompareDir(out)
     progress = progress and dist.is_main()  # one bar under a multi-process launch
     t0 = time.time()
     # Build and validate every config first: a typo fails before hours of runs, not after.
@@ -103,7 +103,7 @@ def run_compare(
             for s in strategies:
                 extra = {"probe.seed": e} if e is not None else {}
                 cfg = load_run_config(config, {**(overrides or {}), **extra, "strategy": s, "seed": k})
-                plan.append((s, k, cfg, out / "runs" / run_name(s, k, e)))
+                plan.append((s, k, cfg, cdir.run(run_name(s, k, e)).root))
     from gradual.lm.spec import check_model_spec
 
     check_model_spec(plan[0][2].model)  # one model for every run: a typo fails now, not after torch loads
@@ -136,22 +136,23 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
         # The exemplar seed is what pairs runs (with the training seed); summary.json predates it.
         summaries.append({**summary, "exemplar_seed": cfg.probe.seed})
         runs.append({"name": rdir.name, "strategy": s, "seed": k, "exemplar_seed": cfg.probe.seed,
-                     "dir": f"runs/{rdir.name}", "reused": reused, "wall_s": summary.get("wall_s")})
+                     "dir": CompareDir.run_rel(rdir.name), "reused": reused, "wall_s": summary.get("wall_s")})
 
     if progress:
         from rich import get_console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TextColumn, TimeElapsedColumn
+
+        from gradual.progress import progress_bar
 
         # The global console, so the pipeline's own bars (same console) nest under this one.
-        with Progress(TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("runs"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                      console=get_console()) as bar:
-            task = bar.add_task("", total=len(plan), eta="")
+        with progress_bar(TextColumn("runs"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                          console=get_console()) as bar:
+            task = bar.add_task("[bold]compare[/]", total=len(plan), eta="")
             for i, (s, k, cfg, rdir) in enumerate(plan):
-                bar.update(task, description=rdir.name, eta=_eta(fresh_times, plan[i:]))
+                bar.update(task, description=f"[bold]compare[/] {rdir.name}", eta=_eta(fresh_times, plan[i:]))
                 do_run(s, k, cfg, rdir, _nested_live_ok())
                 bar.update(task, advance=1, eta=_eta(fresh_times, plan[i + 1:]))
-            bar.update(task, description="done")
+            bar.update(task, description="[bold]compare[/] done")
     else:
         for s, k, cfg, rdir in plan:
             do_run(s, k, cfg, rdir, False)
@@ -162,8 +163,9 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
                       wall_s=round(time.time() - t0, 1))
     if dist.is_main():  # every rank ran the same runs (each sharded inside); one writes
-        write_json(out / "comparison.json", comparison)
-        write_text(out / "comparison.md", comparison_markdown(comparison))
+        cdir = CompareDir(out)
+        write_json(cdir.comparison_json, comparison)
+        write_text(cdir.comparison_md, comparison_markdown(comparison))
         if report:
             from gradual.report import write_report
 
@@ -174,7 +176,7 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
 
 def _eta(fresh: list[float], left: Sequence[tuple[Any, Any, Any, Path]]) -> str:
     """Remaining time = runs still to do x mean time of the runs done here (finished ones cost ~0)."""
-    todo = sum(1 for *_, rdir in left if not (rdir / "summary.json").exists())
+    todo = sum(1 for *_, rdir in left if not RunDir(rdir).summary.exists())
     if todo == 0:
         return ""
     if not fresh:

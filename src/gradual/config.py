@@ -7,7 +7,6 @@ Validation reports every bad key or value in one UserError, before any model is 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import typing
@@ -466,17 +465,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def run_identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same run (a resume, a finished run a compare reuses): the resolved
-    config with every field filled in, so a config recorded before a field existed matches one that
-    holds that field's default; without train.report_to, since where a run reports is not what it
-    computes. A recorded config this version cannot read matches nothing but itself."""
-    if not isinstance(config, RunConfig):
-        if not isinstance(config, Mapping) or not config:
-            return {"unreadable": repr(config)}
-        try:
-            config = config_from_mapping(copy.deepcopy(dict(config)))
-        except UserError:
-            return {"unreadable": dict(config)}
-    out = to_dict(config)
-    out["train"].pop("report_to", None)
-    return out
+    """What makes two runs the same run: gradual.rundir.run_identity, the one identity rule (the
+    resolved config with defaults filled in, without train.report_to)."""
+    from gradual.rundir import run_identity as identity
+
+    return identity(config)

@@ -67,7 +67,7 @@ def evaluate_items(
 ) -> EvalResult:
     """Greedy exact match of `lm` (a LoadedModel) on `items`, zero-shot in the fine-tune format.
 
-    backend "vllm": `lm` may be a gradual.lm.backends.VLLMModel; answers come from the vLLM
+    backend "vllm": `lm` may be a gradual.lm.vllm_model.VLLMModel; answers come from the vLLM
     engine's greedy (the zero-shot prompt as the suffix, empty prefix, stop at the newline).
 
     Under a multi-process launch each rank generates for its shard (items[rank::world]) and every
@@ -110,10 +110,11 @@ def evaluate_items(
         outputs.update(zip(batch, gen))
 
     if progress and batches and dist.is_main():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import TimeRemainingColumn
 
-        with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
+        from gradual.progress import progress_bar
+
+        with progress_bar(TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task("eval", total=len(items))
             for b in batches:
                 run(b)
@@ -186,19 +187,8 @@ def evaluate_file(
     from gradual.data.items import read_items
     from gradual.errors import UserError
     from gradual.lm.backends import backend_errors, backend_identity, get_backend
-    from gradual.lm.load import check_adapter
 
-    data_p, out_p = Path(data), Path(out)
-    if not data_p.is_file():
-        raise UserError(f"--data: {data_p}: no such file")
-    if out_p.suffix != ".json":
-        raise UserError(f"--out: {out_p}: expected a .json path")
-    from gradual.preflight import writable_file
-
-    writable_file(out_p)
-    writable_file(predictions_path(out_p))
-    if adapter is not None:
-        check_adapter(adapter)
+    data_p, out_p = _check_paths(Path(data), Path(out), adapter)
     from gradual.merge import check_run_flags, finished_run
 
     check_run_flags(run, stage, adapters=[adapter] if adapter is not None else [])
@@ -234,6 +224,23 @@ def evaluate_file(
         write_jsonl(predictions_path(out_p), result.predictions)
         write_json(out_p, summary)
     return summary
+
+
+def _check_paths(data_p: Path, out_p: Path, adapter: str | Path | None) -> tuple[Path, Path]:
+    """The eval's file flags, refused before anything loads: the items exist, both outputs can be written."""
+    from gradual.errors import UserError
+    from gradual.lm.load import check_adapter
+    from gradual.preflight import writable_file
+
+    if not data_p.is_file():
+        raise UserError(f"--data: {data_p}: no such file")
+    if out_p.suffix != ".json":
+        raise UserError(f"--out: {out_p}: expected a .json path")
+    writable_file(out_p)
+    writable_file(predictions_path(out_p))
+    if adapter is not None:
+        check_adapter(adapter)
+    return data_p, out_p
 
 
 def predictions_path(out: Path) -> Path:

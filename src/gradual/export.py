@@ -25,7 +25,6 @@ the plain-completion format `gradual train` uses by default, taken from Finetune
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +35,7 @@ from gradual.errors import UserError, where
 from gradual import categories
 from gradual.categories import CATEGORIES
 from gradual.prompts import FinetuneFormat
+from gradual.rundir import RunDir, StageDir
 
 # Each export format and what it is; the CLI's --format help is built from this.
 FORMATS = {
@@ -47,7 +47,6 @@ FORMATS = {
 # template there, which is not the format it was probed and trained in.
 DATASET_INFO_FORMATS = ("alpaca", "chat")
 DATASET_INFO = "dataset_info.json"
-_STAGE_DIR = re.compile(r"stage(\d+)")
 
 
 @dataclass(frozen=True)
@@ -136,38 +135,27 @@ def select_from_probe(path: Path, categories: Sequence[str]) -> Selection:
     return Selection(chosen, source)
 
 
-def run_stages(run: Path) -> list[int]:
-    """The stage numbers of a run folder (stages/stage<N>/), ascending."""
-    sdir = run / "stages"
-    if not sdir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in sdir.iterdir() if p.is_dir() and (m := _STAGE_DIR.fullmatch(p.name)))
-
-
-def stage_probe_path(run: Path, stage: int) -> Path:
-    """The probe a stage's items were selected from: base_train before stage 1, else the re-probe after
-    the previous stage (pipeline.py writes probe/stage<k>_train.jsonl after stage k)."""
-    return run / "probe" / ("base_train.jsonl" if stage == 1 else f"stage{stage - 1}_train.jsonl")
-
-
 def select_from_run(run: Path, stage: int, *, replay: bool = True,
                     categories: Sequence[str] | None = None) -> Selection:
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"--run {run}: no such run folder")
-    stages = run_stages(run)
+    rd = RunDir(run)
+    stages = rd.stages()
     if not stages:
         raise UserError(f"--run {run}: not a run folder (no stages/stage<N>/)")
     if stage not in stages:
         raise UserError(f"--stage {stage}: {run} has stage{'s' if len(stages) > 1 else ''} "
                         f"{', '.join(map(str, stages))}")
-    sdir = run / "stages" / f"stage{stage}"
-    items_path = sdir / "train_items.jsonl"
+    sdir = rd.stage(stage)
+    items_path = rd.stage_dir(stage).train_items
     if not items_path.exists():
         note = _stage_note(sdir)
         raise UserError(f"--stage {stage}: {sdir} has no train_items.jsonl "
                         + (f"(the stage trained nothing: {note})" if note else "(the stage has not finished)"))
-    probe_path = stage_probe_path(run, stage)
+    # The probe the stage's items were selected from: base_train before stage 1, else the re-probe
+    # after the previous stage.
+    probe_path = rd.train_probe(stage - 1)
     if categories is not None and not probe_path.exists():
         raise UserError(f"--categories: {probe_path}: no such probe file (needed to filter stage {stage} by category)")
     cats = {item.id: cat for item, cat in read_probe_rows(probe_path)} if probe_path.exists() else {}
@@ -191,7 +179,7 @@ def select_from_run(run: Path, stage: int, *, replay: bool = True,
 
 def _stage_note(sdir: Path) -> str | None:
     try:
-        note = json.loads((sdir / "record.json").read_text(encoding="utf-8")).get("note")
+        note = json.loads(StageDir(sdir).record.read_text(encoding="utf-8")).get("note")
     except (OSError, ValueError, AttributeError):
         return None
     return str(note) if note else None

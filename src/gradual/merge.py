@@ -52,9 +52,11 @@ def check_run_flags(run: Any, stage: int | None, *, adapters: Sequence[Any] = ()
 def finished_run(run: str | Path, stage: int | None = None, flag: str = "--run") -> RunWeights:
     """Check that `run` is a finished run folder with stage `stage` (default: its last) and read its config."""
     from gradual.config import config_from_mapping
+    from gradual.rundir import RunDir
 
     run = Path(run)
-    cfg_path, summary_path = run / "config.yaml", run / "summary.json"
+    rd = RunDir(run)
+    cfg_path, summary_path = rd.config, rd.summary
     if not cfg_path.is_file():
         raise UserError(f"{flag}: {run}: not a run folder (no config.yaml)")
     if not summary_path.is_file():

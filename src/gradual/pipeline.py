@@ -27,10 +27,11 @@ import yaml
 from gradual import __version__
 from gradual import distributed as dist
 from gradual.atomic import read_json, write_json, write_text
-from gradual.config import RunConfig, run_identity, to_dict
+from gradual.config import RunConfig, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
 from gradual.lm.spec import check_model_spec
+from gradual.rundir import RunDir, train_probe_name
 
 if TYPE_CHECKING:  # torch loads only when a model does: a bad config or --model fails in a second
     from gradual.lm.load import LoadedModel
@@ -90,17 +91,15 @@ def _config_record(cfg: RunConfig, command: str) -> dict[str, Any]:
 
 
 def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
-    cfg_path = out / "config.yaml"
+    rd = RunDir(out)
+    cfg_path = rd.config
     if cfg_path.exists():
         if not resume:
             raise UserError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
-        try:
-            old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
-            old = None
-        if not isinstance(old, dict):
+        was = rd.recorded_identity()
+        if was is None:
             raise UserError(f"--resume: {cfg_path} is damaged (not a run record); start the run in a new folder")
-        now, was = run_identity(cfg), run_identity(old.get("config") or {})
+        now = rd.identity(cfg)
         if was != now:
             changed = sorted(k for k, v in now.items() if was.get(k) != v) or ["unreadable"]
             raise UserError(f"--resume: {cfg_path} was made with a different config (differs in: {', '.join(changed)})")
@@ -111,6 +110,7 @@ class Pipeline:
 
     def __init__(self, cfg: RunConfig, out: Path, *, progress: bool = True, command: str = "") -> None:
         self.cfg, self.out, self.progress, self.command = cfg, out, progress, command
+        self.rd = RunDir(out)
         self.t0 = time.time()
 
     def tracker_name(self, part: str) -> str:
@@ -126,14 +126,12 @@ class Pipeline:
         weights (`model/`) is the starting point (else the base model), and the LoRA adapters of the
         stages after it are merged in order. A stage that trained nothing has neither folder."""
         from gradual.lm.load import load_with_adapters
-        from gradual.train import ADAPTER_DIR, MODEL_DIR
 
-        folder = self.out / "stages"
-        start = next((k for k in range(stages, 0, -1) if (folder / f"stage{k}" / MODEL_DIR).exists()), 0)
-        adapters = [folder / f"stage{k}" / ADAPTER_DIR for k in range(start + 1, stages + 1)
-                    if (folder / f"stage{k}" / ADAPTER_DIR).exists()]
+        rd = self.rd
+        start = next((k for k in range(stages, 0, -1) if rd.full_model(k).exists()), 0)
+        adapters = [rd.adapter(k) for k in range(start + 1, stages + 1) if rd.adapter(k).exists()]
         return load_with_adapters(self.cfg.model, adapters, self.cfg.device, self.cfg.dtype,
-                                  full=folder / f"stage{start}" / MODEL_DIR if start else None)
+                                  full=rd.full_model(start) if start else None)
 
     # -- probe -----------------------------------------------------------------------------
     def _engine_for(self, lm: LoadedModel) -> Any:
@@ -157,14 +155,14 @@ class Pipeline:
         stages also sends its category counts to train.report_to (step = stage)."""
         from gradual.probe import load_probe, probe, save_probe
 
-        path = self.out / "probe" / f"{name}.jsonl"
+        path = self.rd.probe(name)
         # Main reads a finished probe and hands it to every rank: all follow the same stage plans.
         done = dist.on_main(lambda: load_probe(path) if path.exists() else None)
         if done is not None:
             return done
         # The noise control (probe.repeat) measures chance flips once, on the base model's train probe;
         # repeating every re-probe would multiply their cost and no figure reads it.
-        cfg = self.cfg.probe if name == "base_train" else dataclasses.replace(self.cfg.probe, repeat=0)
+        cfg = self.cfg.probe if name == train_probe_name(0) else dataclasses.replace(self.cfg.probe, repeat=0)
         result = probe(lm, items, exemplars, cfg, progress=self.progress, desc=f"probe {name}",
                        engine=self._engine_for(lm))
         if dist.is_main():  # every rank holds the gathered result; one writes it
@@ -174,7 +172,7 @@ class Pipeline:
                 from gradual.train import log_to_trackers
 
                 counts = category_counts(result.categories())
-                log_to_trackers(self.cfg.train.report_to, self.out / "logs" / "probe", self.tracker_name("probe"),
+                log_to_trackers(self.cfg.train.report_to, self.rd.logs("probe"), self.tracker_name("probe"),
                                 {f"probe_{cat}": n for cat, n in counts.items()}, step=stage)
         return result
 
@@ -189,7 +187,7 @@ class Pipeline:
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
         _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
              f"{len(data.test)} test items; strategy {cfg.strategy}, seed {cfg.seed}")
-        base_train = self.probe_split(lm, "base_train", data.train, data.dev, stage=0)
+        base_train = self.probe_split(lm, train_probe_name(0), data.train, data.dev, stage=0)
         base_test = self.probe_split(lm, "base_test", data.test, data.dev)
         history: list[dict[str, str]] = [base_train.categories()]
         stage_records: list[dict[str, Any]] = []
@@ -209,7 +207,8 @@ class Pipeline:
                 history.append(dict(history[-1]))
                 break
             lm = self.model_after(stage)
-            history.append(self.probe_split(lm, f"stage{stage}_train", data.train, data.dev, stage=stage).categories())
+            history.append(self.probe_split(lm, train_probe_name(stage), data.train, data.dev,
+                                            stage=stage).categories())
         if lm is None:  # the last stage trained nothing: the weights are those after the stage before
             lm = self.model_after(stage - 1)
         summary = self.finish(lm, data, history, stage_records, base_train, base_test)
@@ -218,8 +217,8 @@ class Pipeline:
     def run_stage(self, k: int, plan: Any, data: RunData, cats: Mapping[str, str]) -> dict[str, Any]:
         from gradual.train import train_stage
 
-        sdir = self.out / "stages" / f"stage{k}"
-        done = sdir / "record.json"  # the pipeline's record; train_stage writes its own stage.json
+        sdir = self.rd.stage(k)
+        done = self.rd.stage_record(k)  # the pipeline's record; train_stage writes its own stage.json
         finished = dist.on_main(lambda: read_json(done))  # damaged (not by us: writes are atomic): redo
         if finished is not None:
             return finished  # type: ignore[no-any-return]
@@ -251,7 +250,7 @@ class Pipeline:
         from gradual.evaluate import evaluate_items
         from gradual.summary import build_summary
 
-        eval_path = self.out / "eval" / "test.json"
+        eval_path = self.rd.eval_json
         ev = dist.on_main(lambda: read_json(eval_path))
         if ev is None:
             t_eval = time.perf_counter()
@@ -262,7 +261,7 @@ class Pipeline:
             ev = {"accuracy": res.accuracy, "n": res.n, "by_category": res.by_category,
                   "hallucination_rate": res.hallucination_rate, "wall_s": round(time.perf_counter() - t_eval, 3)}
             if dist.is_main():
-                write_jsonl(self.out / "eval" / "test.predictions.jsonl", res.predictions)
+                write_jsonl(self.rd.eval_predictions, res.predictions)
                 write_json(eval_path, ev)
         summary = build_summary(
             strategy=self.cfg.strategy, model=self.cfg.model,
@@ -270,7 +269,7 @@ class Pipeline:
             data=data.source, stages=stage_records, history=history, test_eval=ev,
             noise=base_train.summary.get("noise") or {}, wall=self._wall(history, stage_records, ev))
         if dist.is_main():
-            write_json(self.out / "summary.json", summary)
+            write_json(self.rd.summary, summary)
         return summary
 
     def _wall(self, history: list[dict[str, str]], stage_records: list[dict[str, Any]],
@@ -278,12 +277,12 @@ class Pipeline:
         """wall_s: the sum over every step of the run (probes, stages, test eval), read from each step's
         own record, so a resumed run counts the steps earlier processes finished; process_wall_s: this
         process alone (model loading included)."""
-        from gradual.probe.run import summary_path
+        from gradual.probe.result import summary_path
 
-        probes = ["base_train", "base_test"] + [f"stage{k}_train" for k in range(1, len(history))]
+        probes = [train_probe_name(0), "base_test"] + [train_probe_name(k) for k in range(1, len(history))]
         steps: dict[str, float] = {}
         for name in probes:
-            path = summary_path(self.out / "probe" / f"{name}.jsonl")
+            path = summary_path(self.rd.probe(name))
             if path.exists():
                 steps[f"probe {name}"] = float(json.loads(path.read_text(encoding="utf-8")).get("wall_s") or 0.0)
         for rec in stage_records:
@@ -322,7 +321,9 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
 
     errors = backend_errors(cfg.probe.backend, cfg.probe.estimator, cfg.probe.top_k)
     if errors:  # e.g. --backend vllm without vLLM: now, not after the model has loaded
-        raise UserError("probe." + "; ".join(errors))
+        # The engine's messages name flags; a run's config names keys.
+        raise UserError("; ".join(e.replace("--backend", "probe.backend").replace("--top-k", "probe.top_k")
+                                  for e in errors))
     from gradual.runlock import folder_lock
 
     # Locked before the folder's state is read: two runs on one folder never both start.
@@ -332,9 +333,10 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
 
 def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, command: str) -> dict[str, Any]:
     _check_run_dir(out_dir, cfg, resume)
-    finished = read_json(out_dir / "summary.json") if resume else None
+    rd = RunDir(out_dir)
+    finished = read_json(rd.summary) if resume else None
     if isinstance(finished, dict):
-        if dist.is_main() and not (out_dir / "report.html").exists():  # killed between summary and report
+        if dist.is_main() and not rd.report.exists():  # killed between summary and report
             from gradual.report import write_report
 
             write_report(out_dir)
@@ -350,8 +352,8 @@ def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, 
     dist.barrier()
     if dist.is_main():  # only the main process writes the run folder
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not (out_dir / "config.yaml").exists():
-            write_text(out_dir / "config.yaml", yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
+        if not rd.config.exists():
+            write_text(rd.config, yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
     summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run(data)
     if dist.is_main():
         from gradual.report import write_report

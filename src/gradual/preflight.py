@@ -11,14 +11,20 @@ then names the file and the CLI says so in one line), only that nothing known to
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from gradual.errors import UserError
 
 
 def _can_write(folder: Path) -> bool:
-    # os.access also answers for read-only file systems, where even root may not write.
-    return os.access(folder, os.W_OK | os.X_OK)
+    """Whether a folder can be made in `folder`, found by making one and removing it: permission bits
+    say nothing for root, and /proc or a read-only mount refuse what os.access allows."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gradual-preflight-", dir=folder))
+        return True
+    except OSError:
+        return False
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -113,8 +113,11 @@ def compare(
                              {"model": model, "data": data, "device": device, "dtype": dtype},
                              progress=not quiet, command=command, exemplar_seeds=exemplar_list)
     print_comparison(comparison, console)
-    console.print(f"wrote {out / 'comparison.json'}, {out / 'comparison.md'}"
-                  + (f", {out / 'report.html'}" if (out / "report.html").exists() else ""))
+    from gradual.rundir import CompareDir
+
+    cdir = CompareDir(out)
+    console.print(f"wrote {cdir.comparison_json}, {cdir.comparison_md}"
+                  + (f", {cdir.report}" if cdir.report.exists() else ""))
 
 
 def register(app: typer.Typer) -> None:

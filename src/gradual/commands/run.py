@@ -54,8 +54,11 @@ def run(
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_pipeline(cfg, out, resume=resume, progress=not quiet, command=command)
     print_summary(summary, console)
-    if (out / "report.html").exists():
-        console.print(f"report: {out / 'report.html'}")
+    from gradual.rundir import RunDir
+
+    report = RunDir(out).report
+    if report.exists():
+        console.print(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:

@@ -91,9 +91,12 @@ def train(
     stop = ", stopped early" if res.stopped_early else ""
     console.print(f"best epoch {res.best_epoch}{acc}{stop} ({res.note}); {res.n_train} items + {res.n_replay} replay; "
                   f"{res.precision}; {res.wall_s:.1f}s")
-    console.print(f"wrote {out / ('adapter' if cfg.lora else 'model')}, {out / 'metrics.jsonl'}, {out / 'train_items.jsonl'}")
+    from gradual.rundir import StageDir
+
+    sd = StageDir(out)
+    console.print(f"wrote {sd.weights(cfg.lora)}, {sd.metrics}, {sd.train_items}")
     if "tensorboard" in parse_report_to(cfg.report_to):
-        console.print(f"tensorboard: tensorboard --logdir {out / 'logs'}")
+        console.print(f"tensorboard: tensorboard --logdir {sd.logs}")
 
 
 def register(app: typer.Typer) -> None:

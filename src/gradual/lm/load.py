@@ -283,6 +283,16 @@ def load_tokenizer(path: str, **kw: Any) -> Any:
     return tok
 
 
+def check_vocab(spec: str, tokenizer: Any, model: Any) -> None:
+    """Refuse a tokenizer that can produce ids the model has no embedding for (a token added to
+    tokenizer.json but not to the weights): every forward would end in an IndexError."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise UserError(f"--model: {spec}: its tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}; "
+                        "resize the embeddings (model.resize_token_embeddings) or use the tokenizer it was trained with")
+
+
 def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a spec, placed and cast as chosen."""
     placement = choose_placement(device, dtype)
@@ -304,6 +314,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
             raise UserError(f"--model: could not load {spec}: {exc}") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(hub_error(spec, reason)) from None
+    check_vocab(spec, tok, model)
     model.to(placement.device)
     model.eval()
     contiguous_head_input(model)

@@ -10,7 +10,8 @@ slick.py holds the rule table and exemplar sets, engine.py the model interface a
 Face implementation, cache.py the on-disk cache, run.py the orchestration.
 """
 
-from gradual.probe.run import ProbeResult, ProbeRow, load_probe, probe, save_probe, summary_path
+from gradual.probe.result import ProbeResult, ProbeRow, load_probe, save_probe, summary_path
+from gradual.probe.run import probe
 from gradual.probe.slick import CATEGORIES, categorize
 
 __all__ = ["CATEGORIES", "ProbeResult", "ProbeRow", "categorize", "load_probe", "probe", "save_probe",

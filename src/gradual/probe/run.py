@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gradual.answers import PUNCTUATION, SCORER_VERSION, answer_stop, extract_answer, is_correct
-from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual import distributed as dist
 from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
 from gradual.probe import cache as pcache
+from gradual.probe.result import ProbeResult, ProbeRow, build_summary
+from gradual.progress import Bars
 from gradual.lm.backends import backend_errors, backend_identity, get_backend, make_engine
 from gradual.lm.protocol import ProbeEngine
-from gradual.probe.slick import (CATEGORIES, assign_exemplar_sets, categorize, maybe_known_settled,
+from gradual.probe.slick import (assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
 from gradual.prompts import STOP, answer_continuation, exemplar, probe_prefix, query
 
@@ -58,47 +59,6 @@ RULES_EARLY_EXIT = (
     "ending in … was cut once it could no longer match any accepted answer (it is wrong either way)."
 )
 _TRAILING_PUNCT = "".join(sorted(PUNCTUATION))  # for str.rstrip
-
-
-@dataclass
-class ProbeRow:
-    id: str
-    category: str
-    p_greedy: float
-    p_sample: float
-    greedy_answers: list[str]
-    relation: str | None
-    question: str = ""
-    answers: list[str] = field(default_factory=list)
-    n_greedy_correct: int = 0
-    n_samples: int = 0  # sampled answers drawn (sample estimator); 0 under exact
-    n_sample_correct: int = 0
-    p_seen: float | None = None  # exact only: chance the sampling protocol sees >= 1 correct sample
-    p_prompts: list[float | None] | None = None  # exact only: p_i per prompt used (None: not scored)
-    exemplar_fallback: bool = False  # exemplars came from the any-relation pool
-    repeat_categories: list[str] = field(default_factory=list)  # categories in the --repeat passes
-    n_prompts: int = 0  # prompts used (= nex with --full, or for HighlyKnown and all-wrong items)
-    n_scored: int = 0  # exact only: prompts whose p_i was computed
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProbeRow":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class ProbeResult:
-    rows: list[ProbeRow]
-    summary: dict[str, Any]
-
-    def categories(self) -> dict[str, str]:
-        return {r.id: r.category for r in self.rows}
-
-    def counts(self) -> dict[str, int]:
-        return {c: sum(1 for r in self.rows if r.category == c) for c in CATEGORIES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +193,12 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
         if not cfg.full:  # the prompts a settled item skips count as done on the progress bar
             advance(sum(cfg.nex - slot - 1 for it in active if maybe_known_settled(ev[it.id].right, ev[it.id].wrong))
                     / cfg.nex)
+    return _rows(items, ev, cfg, assignment.fallback)
+
+
+def _rows(items: Sequence[Item], ev: dict[str, _Evidence], cfg: ProbeConfig, fallback: set[str]) -> list[ProbeRow]:
+    """Each item's row from the evidence its prompts gave (SliCK's rule on p_greedy and p_sample/p_seen)."""
+    exact = cfg.estimator == "exact"
     rows = []
     for it in items:
         e = ev[it.id]
@@ -246,49 +212,14 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
             rows.append(ProbeRow(it.id, cat, p_greedy, p_sample, e.answers, it.relation, it.question,
                                  list(it.answers), e.right, 0, 0, p_seen,
                                  [None if p is None else round(p, 6) for p in e.p],
-                                 it.id in assignment.fallback, n_prompts=n_prompts, n_scored=len(scored)))
+                                 it.id in fallback, n_prompts=n_prompts, n_scored=len(scored)))
         else:
             p_sample = e.n_sample_correct / e.n_samples if e.n_samples else 0.0
             cat = categorize(p_greedy, p_sample)
             rows.append(ProbeRow(it.id, cat, p_greedy, p_sample, e.answers, it.relation, it.question,
                                  list(it.answers), e.right, e.n_samples, e.n_sample_correct, None, None,
-                                 it.id in assignment.fallback, n_prompts=n_prompts))
+                                 it.id in fallback, n_prompts=n_prompts))
     return rows
-
-
-class _Progress:
-    """A rich progress bar over items (items done / total, rate, ETA) or nothing."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p: Any = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-            from rich.text import Text
-
-            class Rate(ProgressColumn):
-                def render(self, task: Any) -> Text:
-                    return Text(f"{task.speed:.2f} items/s" if task.speed else "-- items/s", style="cyan")
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                               console=Console(stderr=True), transient=False)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, desc: str, total: int) -> Callable[[float], None]:
-        if self._p is None:
-            return lambda _n: None
-        tid = self._p.add_task(desc, total=total)
-        return lambda n: self._p.advance(tid, n)
 
 
 def as_computed(cfg: ProbeConfig) -> ProbeConfig:
@@ -364,7 +295,7 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     states: list[str] = []  # per pass: what the cache did (gradual.probe.cache docstring)
     writable = True  # until a write fails: then one warning, and no more writes
     ids = [it.id for it in items]
-    with _Progress(progress and dist.is_main()) as bar:
+    with Bars(progress and dist.is_main()) as bar:
         for r, seed in enumerate(seeds):
             key = pcache.entry_key({**base_key, "seed": seed})
             # The main process reads the cache and hands the entry to every rank: all take the same
@@ -380,28 +311,14 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
                 engine = make_engine(config.backend, lm, batch_size=config.batch_size,
                                      max_new_tokens=config.max_new_tokens, top_k=config.top_k, seed=config.seed)
             label = desc if r == 0 else f"{desc} (repeat {r}/{config.repeat})"
-            t1 = time.perf_counter()
-            before = getattr(engine, "tokens_processed", 0)
-            mine = dist.shard(items)  # this process's items (all of them in one process)
-            advance = bar.task(label, len(items))  # main's shard stands for the whole pass on the bar
-            rows = _pass(engine, items, pool, config, seed,
-                         lambda n, a=advance, k=len(items) / len(mine): a(n * k), only=mine)
-            # Every rank's rows, in item order, on every rank; tokens add up across ranks and the pass
-            # lasts as long as its slowest rank.
-            rows = dist.gather(rows)
-            done = dist.all_gather((getattr(engine, "tokens_processed", 0) - before, time.perf_counter() - t1))
-            compute_s += max(s for _, s in done)
-            tokens += sum(t for t, _ in done)
+            rows, n_tokens, seconds = _sharded_pass(engine, items, pool, config, seed, bar.task(label, len(items)))
+            compute_s += seconds
+            tokens += n_tokens
             state = pcache.OFF if found is None else found.describe()
-            if cdir is not None and dist.is_main():
-                if writable:
-                    try:
-                        pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
-                    except OSError as exc:  # read-only, full, or not a folder: the rows are still good
-                        pcache.warn_unwritable(cdir, exc)
-                        writable = False
-                if not writable:
-                    state = pcache.UNWRITABLE
+            if cdir is not None and dist.is_main() and writable:
+                writable = _save_entry(cdir, key, rows)
+            if cdir is not None and dist.is_main() and not writable:
+                state = pcache.UNWRITABLE
             states.append(state)
             passes.append(rows)
     main = passes[0]
@@ -409,88 +326,33 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
         for m, x in zip(main, rows):
             m.repeat_categories.append(x.category)
     wall = time.perf_counter() - t0
-    summary = _summary(main, passes, seeds, config, model, exemplars is None, len(pool), wall, compute_s,
-                       cached, tokens, pcache.summary_state(states))
+    summary = build_summary(main, passes, seeds, config, model, exemplars is None, len(pool), wall, compute_s,
+                            cached, tokens, pcache.summary_state(states),
+                            rule=RULES[config.estimator] + ("" if config.full else " " + RULES_EARLY_EXIT))
     summary["backend"] = backend
     return ProbeResult(main, summary)
 
 
-def _summary(main: list[ProbeRow], passes: list[list[ProbeRow]], seeds: list[int], cfg: ProbeConfig,
-             model: dict[str, Any], self_pool: bool, n_pool: int, wall: float, compute_s: float, cached: int,
-             tokens: int, cache: str | list[str] = pcache.OFF) -> dict[str, Any]:
-    n = len(main)
-    counts = {c: sum(1 for r in main if r.category == c) for c in CATEGORIES}
-    by_rel: dict[str, dict[str, int]] = {}
-    for r in main:
-        rel = by_rel.setdefault(r.relation if r.relation is not None else "(none)", {c: 0 for c in CATEGORIES})
-        rel[r.category] += 1
-    computed = len(passes) - cached
-    noise: dict[str, Any] = {"repeats": len(passes) - 1}
-    if len(passes) > 1:
-        per = []
-        for seed, rows in zip(seeds[1:], passes[1:]):
-            flips = sum(1 for a, b in zip(main, rows) if a.category != b.category)
-            per.append({"seed": seed, "flip_rate": flips / n,
-                        "counts": {c: sum(1 for r in rows if r.category == c) for c in CATEGORIES}})
-        changed = sum(1 for r in main if any(c != r.category for c in r.repeat_categories))
-        noise.update({"per_repeat": per, "mean_flip_rate": sum(p["flip_rate"] for p in per) / len(per),
-                      "changed_share": changed / n,
-                      "meaning": "flip_rate: share of items whose category differs between the main probe and "
-                                 "that repeat (fresh exemplar seed, same model); changed_share: share of items "
-                                 "whose category differs in at least one repeat"})
-    return {
-        "n_items": n,
-        "estimator": cfg.estimator,
-        "rule": RULES[cfg.estimator] + ("" if cfg.full else " " + RULES_EARLY_EXIT),
-        "early_exit": {"enabled": not cfg.full, "prompts_used": sum(r.n_prompts for r in main),
-                       "prompts_total": n * cfg.nex,
-                       **({"prompts_scored": sum(r.n_scored for r in main)} if cfg.estimator == "exact" else
-                          {"samples_drawn": sum(r.n_samples for r in main),
-                           "samples_total": n * cfg.nex * cfg.samples})},
-        "scorer": SCORER_VERSION,
-        "counts": counts,
-        "shares": {c: (counts[c] / n if n else 0.0) for c in CATEGORIES},
-        "by_relation": by_rel,
-        "config": dataclasses.asdict(cfg),
-        "model": model,
-        "exemplars": {"pool": "the probed items" if self_pool else "separate file", "n_pool": n_pool,
-                      "fallback_items": sum(1 for r in main if r.exemplar_fallback)},
-        "seeds": seeds,
-        "wall_s": round(wall, 3),
-        "compute_s": round(compute_s, 3),
-        "processes": dist.world_size(),  # items were split across this many ranks (accelerate launch)
-        "passes_computed": computed,
-        "passes_cached": cached,
-        "cache": cache,  # per pass: off / hit / miss / recomputed (bad entry: ...) / unwritable (gradual.probe.cache)
-        "questions_per_s": round(n * computed / compute_s, 3) if compute_s > 0 else None,
-        "tokens_processed": tokens,
-        "noise": noise,
-    }
+def _sharded_pass(engine: ProbeEngine, items: list[Item], pool: list[Item], cfg: ProbeConfig, seed: int,
+                  advance: Callable[[float], None]) -> tuple[list[ProbeRow], int, float]:
+    """One pass over this process's shard of `items`; (every rank's rows in item order, the tokens all
+    ranks ran, the seconds of the slowest rank). The main rank's shard stands for the whole pass on the bar."""
+    t1 = time.perf_counter()
+    before = engine.tokens_processed if hasattr(engine, "tokens_processed") else 0
+    mine = dist.shard(items)  # this process's items (all of them in one process)
+    rows = _pass(engine, items, pool, cfg, seed, lambda n, k=len(items) / len(mine): advance(n * k), only=mine)
+    rows = dist.gather(rows)
+    after = engine.tokens_processed if hasattr(engine, "tokens_processed") else 0
+    done = dist.all_gather((after - before, time.perf_counter() - t1))
+    return rows, sum(t for t, _ in done), max(s for _, s in done)
 
 
-def summary_path(out: Path) -> Path:
-    out = Path(out)
-    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(stem + ".summary.json")
-
-
-def save_probe(result: ProbeResult, out: Path) -> None:
-    """Write OUT.jsonl (one row per item) and OUT.summary.json, each atomically; the summary goes first,
-    so an existing OUT.jsonl always has its complete summary beside it."""
-    write_json(summary_path(out), result.summary)
-    write_jsonl(out, [r.to_dict() for r in result.rows])
-
-
-def load_probe(path: Path) -> ProbeResult:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such probe file")
+def _save_entry(cdir: Path, key: str, rows: list[ProbeRow]) -> bool:
+    """Cache a computed pass; False (after one warning) when the folder cannot take it: read-only, full,
+    or not a folder. The rows are good either way."""
     try:
-        rows = [ProbeRow.from_dict(d) for d in read_jsonl(path)]
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a probe file ({exc})") from None
-    sp = summary_path(path)
-    import json
-
-    summary = json.loads(sp.read_text(encoding="utf-8")) if sp.exists() else {}
-    return ProbeResult(rows, summary)
+        pcache.save_entry(cdir, key, [row.to_dict() for row in rows])
+        return True
+    except OSError as exc:
+        pcache.warn_unwritable(cdir, exc)
+        return False

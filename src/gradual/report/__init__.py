@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from gradual.atomic import read_jsonl, write_text
 from gradual.categories import CATEGORIES
 from gradual.errors import UserError
+from gradual.rundir import REPORT, CompareDir, RunDir
 
 
 
@@ -25,13 +26,13 @@ def write_report(path: str | Path) -> Path:
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    if (folder / "comparison.json").is_file():
+    if CompareDir(folder).comparison_json.is_file():
         ctx = compare_context(folder)
-    elif (folder / "summary.json").is_file():
+    elif RunDir(folder).summary.is_file():
         ctx = run_context(folder)
     else:
         raise UserError(f"{folder}: neither a run folder (summary.json) nor a compare folder (comparison.json)")
-    out = folder / "report.html"
+    out = folder / REPORT
     write_text(out, render(ctx))
     return out
 
@@ -66,7 +67,7 @@ def stage_metrics(run_dir: Path, summary: Mapping[str, Any]) -> list[tuple[str, 
     out = []
     for i, st in enumerate(summary.get("stages") or [], start=1):
         k = st.get("stage", i)
-        p = run_dir / "stages" / f"stage{k}" / "metrics.jsonl"
+        p = RunDir(run_dir).stage_dir(k).metrics
         if p.is_file():
             try:
                 rows = [r for r in read_jsonl(p) if isinstance(r, dict)]
@@ -94,7 +95,7 @@ def run_context(run_dir: Path) -> dict[str, Any]:
     from gradual.report import plots
     from gradual.formatting import fmt_num, fmt_pct, fmt_seconds
 
-    s = _load(run_dir / "summary.json")
+    s = _load(RunDir(run_dir).summary)
     charts: list[dict[str, Any]] = []
     cats = s.get("categories") or []
     charts.append(_chart(
@@ -175,7 +176,7 @@ def compare_context(folder: Path) -> dict[str, Any]:
     from gradual.report import plots
     from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
-    c = _load(folder / "comparison.json")
+    c = _load(CompareDir(folder).comparison_json)
     strategies: dict[str, Any] = c.get("strategies") or {}
     charts: list[dict[str, Any]] = []
     acc_series = {name: {"overall": s.get("test_accuracy") or {}, **(s.get("test_accuracy_by_category") or {})}
@@ -212,10 +213,10 @@ def compare_context(folder: Path) -> dict[str, Any]:
     for name in strategies:
         panels: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
         for r in c.get("runs") or []:
-            rdir = folder / r.get("dir", "")
-            if r.get("strategy") != name or not (rdir / "summary.json").is_file():
+            rdir = RunDir(folder / r.get("dir", ""))
+            if r.get("strategy") != name or not rdir.summary.is_file():
                 continue
-            for stage_name, rows in stage_metrics(rdir, _load(rdir / "summary.json")):
+            for stage_name, rows in stage_metrics(rdir.root, _load(rdir.summary)):
                 panels.setdefault(stage_name, []).append((f"seed {r.get('seed')}", rows))
         if panels:
             charts.append(_chart(
@@ -248,8 +249,8 @@ def compare_context(folder: Path) -> dict[str, Any]:
                         f"paired by seed (mean [95% interval] over {len(h.get('per_seed') or [])} seeds; "
                         f"absolute difference {fmt_ci(h.get('difference'), 1)} items). The paper reports about +24%."}
     noise = c.get("noise") or {}
-    links = [(r.get("name"), f"{r.get('dir')}/report.html") for r in c.get("runs") or []
-             if (folder / str(r.get("dir")) / "report.html").is_file()]
+    links = [(r.get("name"), f"{r.get('dir')}/{REPORT}") for r in c.get("runs") or []
+             if RunDir(folder / str(r.get("dir"))).report.is_file()]
     return {
         "kind": "compare",
         "title": f"gradual compare · {', '.join(strategies)}",

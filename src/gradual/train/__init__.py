@@ -15,15 +15,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from gradual.rundir import ADAPTER_DIR, MODEL_DIR  # the stage folder's weight folders: one source, no torch
+
 if TYPE_CHECKING:
     from gradual.train.precision import Precision, choose_precision
-    from gradual.train.stage import (ADAPTER_DIR, MODEL_DIR, StageResult, dev_subset, evaluate_dev,
-                                     merge_into_base, train_stage)
+    from gradual.train.stage import StageResult, dev_subset, evaluate_dev, merge_into_base, train_stage
     from gradual.train.trackers import check_report_to, log_to_trackers, parse_report_to, report_to_errors
 
 _HOME = {
     "Precision": "precision", "choose_precision": "precision",
-    "ADAPTER_DIR": "stage", "MODEL_DIR": "stage", "StageResult": "stage", "dev_subset": "stage",
+    "StageResult": "stage", "dev_subset": "stage",
     "evaluate_dev": "stage", "merge_into_base": "stage", "train_stage": "stage",
     "check_report_to": "trackers", "log_to_trackers": "trackers", "parse_report_to": "trackers",
     "report_to_errors": "trackers",

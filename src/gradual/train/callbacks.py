@@ -94,8 +94,10 @@ def rich_progress(name: str, console: Any = None) -> Any:
     rows need the epoch mean), and per-step losses would cost a device sync every step.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress, TextColumn, TimeRemainingColumn
     from transformers import TrainerCallback
+
+    from gradual.progress import progress_bar
 
     out = console if console is not None else Console(stderr=True)  # stderr, like the probe's bar
 
@@ -119,9 +121,8 @@ def rich_progress(name: str, console: Any = None) -> Any:
                 return
             self._epochs = math.ceil(args.num_train_epochs)
             # The bar takes whatever width the text leaves, so the line fits 80 columns.
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-                                 TextColumn("steps, epoch {task.fields[epoch]}, loss {task.fields[loss]}, ETA"),
-                                 TimeRemainingColumn(), console=self.console, transient=False)
+            self._bar = progress_bar(TextColumn("steps, epoch {task.fields[epoch]}, loss {task.fields[loss]}, ETA"),
+                                     TimeRemainingColumn(), console=self.console, width=None)
             self._task = self._bar.add_task(name, total=state.max_steps, epoch=f"1/{self._epochs}", loss="–")
             self._bar.start()
 

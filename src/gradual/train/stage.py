@@ -49,14 +49,13 @@ from gradual.config import TrainConfig
 from gradual.data.items import Item, seeded_subset
 from gradual.lm.hf import greedy_answers
 from gradual.prompts import FinetuneFormat
+from gradual.rundir import ADAPTER_DIR, MODEL_DIR, StageDir
 from gradual.train.callbacks import DEV_METRIC, EpochMonitor, make_callback, rich_progress
 from gradual.lm.load import quiet_peft
 from gradual.train.compat import tensorboard_dir, training_args
 from gradual.train.data import Collator, EncodedDataset, encode_item, sample_replay
 from gradual.train.precision import choose_precision
 from gradual.train.trackers import check_report_to, end_runs, parse_report_to
-
-ADAPTER_DIR, MODEL_DIR = "adapter", "model"
 
 
 @dataclass
@@ -167,7 +166,7 @@ def _trainer_scratch(out_dir: Path) -> Iterator[str]:
     and not in /tmp, so a killed run leaves nothing behind that is not removed when the stage starts
     again (`--resume`). Every rank sees it, because rank 0 saves the checkpoints and every rank reloads
     the best one at the end (a per-rank temp folder would leave the others with the last epoch)."""
-    scratch = out_dir / ".trainer"
+    scratch = StageDir(out_dir).scratch
     if dist.is_main():
         shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
         scratch.mkdir(parents=True)
@@ -199,6 +198,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     progress = progress and dist.is_main()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    sd = StageDir(out_dir)
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
     tok = lm.tokenizer
@@ -233,7 +233,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     rows = [encode_item(it, tok, fmt) for it in [*train_items, *replay]]
     dataset = EncodedDataset(rows)
     if dist.is_main():
-        write_jsonl(out_dir / "train_items.jsonl", [{**it.to_dict(), "replay": False} for it in train_items]
+        write_jsonl(sd.train_items, [{**it.to_dict(), "replay": False} for it in train_items]
                     + [{**it.to_dict(), "replay": True} for it in replay])
 
     def metrics_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> list[dict[str, Any]]:
@@ -241,7 +241,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
 
     def write_rows(done_rows: list[dict[str, Any]], best: int | None = None) -> None:
         if dist.is_main():
-            write_jsonl(out_dir / "metrics.jsonl", metrics_rows(done_rows, best))
+            write_jsonl(sd.metrics, metrics_rows(done_rows, best))
 
     bar = rich_progress(name) if progress else None
     monitor = EpochMonitor(selecting=selecting, n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
@@ -268,7 +268,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             # Batches of similar lengths (less padding; the sampler reads each example's input_ids),
             # and the warmup share, spelled as the installed transformers spells them.
             **training_args(group_by_length=True, warmup_ratio=config.warmup_ratio,
-                            logging_dir=str(out_dir / "logs")),
+                            logging_dir=str(sd.logs)),
             eval_strategy="epoch", logging_strategy="epoch",
             # The best epoch: a checkpoint per epoch in the scratch folder (LoRA: only the adapter),
             # the best one reloaded at the end. save_total_limit 1 keeps at most the best and the
@@ -280,7 +280,7 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
             disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
             label_names=["labels"],
         )
-        with tensorboard_dir(str(out_dir / "logs")):
+        with tensorboard_dir(str(sd.logs)):
             trainer = _stage_trainer_cls()(
                 model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
                 data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
@@ -324,13 +324,13 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     if is_main:
         _save_weights(model, tok, out_dir, config.lora)
         write_rows(monitor.rows, best_epoch)
-        write_json(out_dir / "stage.json", _stage_record(result, config, name))
+        write_json(sd.stage_json, _stage_record(result, config, name))
     dist.barrier()  # the other ranks may read the saved weights next (gradual run merges them)
     return result
 
 
 def _save_weights(model: Any, tok: Any, out_dir: Path, lora: bool) -> None:
-    with atomic_dir(out_dir / (ADAPTER_DIR if lora else MODEL_DIR)) as tmp:
+    with atomic_dir(StageDir(out_dir).weights(lora)) as tmp:
         model.save_pretrained(tmp)
         if not lora:
             tok.save_pretrained(tmp)
