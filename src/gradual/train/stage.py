@@ -178,6 +178,114 @@ def _trainer_scratch(out_dir: Path) -> Iterator[str]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _selection(n_dev: int, config: TrainConfig) -> tuple[bool, str]:
+    """Whether the best epoch is chosen by dev exact match (enough dev items), and the note saying how."""
+    if not n_dev:
+        return False, "no dev items: trained all epochs, kept the last"
+    if n_dev < max(config.min_dev, 1):
+        return False, f"dev has {n_dev} items < min_dev {config.min_dev}: trained all epochs, kept the last"
+    return True, f"best of {config.epochs} epochs by dev exact match on {n_dev} items, patience {config.patience}"
+
+
+def _trainable(model: Any, config: TrainConfig) -> tuple[Any, Any, Any]:
+    """(the model to train, its precision, its dtype before): a previous stage's adapter folded in, cast
+    to the master dtype where training needs one, and a fresh LoRA adapter on all linear layers."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import set_seed
+
+    if isinstance(model, PeftModel):  # a previous stage's adapter: fold it in, train a fresh one on top
+        model = merge_into_base(model)
+    precision = choose_precision(model, config.lora)
+    orig_dtype = next(model.parameters()).dtype
+    if precision.master is not None:
+        model = model.to(precision.master)
+    set_seed(config.seed)  # LoRA initialisation draws from the global RNG
+    if config.lora:
+        lora_cfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+        with quiet_peft():
+            model = get_peft_model(model, lora_cfg)
+    return model, precision, orig_dtype
+
+
+def _arguments(config: TrainConfig, scratch: str, sd: StageDir, per_device: int, accum: int, device: Any,
+               precision: Any, selecting: bool, report_to: list[str], run_name: str) -> Any:
+    """The Trainer's arguments for one stage (every choice explained where it is made)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
+        # Several CPU processes: DDP over gloo (the group gradual.lm.load already joined).
+        ddp_backend="gloo" if device.type == "cpu" and dist.is_distributed() else None,
+        # Every trainable weight (LoRA on all linear layers, or the whole model) takes part in each
+        # forward: DDP's search for unused ones would only cost an extra graph walk per step.
+        ddp_find_unused_parameters=False,
+        weight_decay=config.weight_decay, seed=config.seed,
+        data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
+        fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
+        # Batches of similar lengths (less padding; the sampler reads each example's input_ids),
+        # and the warmup share, spelled as the installed transformers spells them.
+        **training_args(group_by_length=True, warmup_ratio=config.warmup_ratio,
+                        logging_dir=str(sd.logs)),
+        eval_strategy="epoch", logging_strategy="epoch",
+        # The best epoch: a checkpoint per epoch in the scratch folder (LoRA: only the adapter),
+        # the best one reloaded at the end. save_total_limit 1 keeps at most the best and the
+        # latest. Without dev selection nothing is saved and the last epoch is kept.
+        save_strategy="epoch" if selecting else "no", load_best_model_at_end=selecting,
+        metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
+        save_only_model=not _sharded_launch(), save_total_limit=1,
+        report_to=report_to or "none", run_name=run_name,
+        disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
+        label_names=["labels"],
+    )
+
+
+def _fit(model: Any, tok: Any, args: Any, dataset: Any, dev: list[Item], fmt: FinetuneFormat, precision: Any,
+         callbacks: list[Any], bar: Any, report_to: list[str], sd: StageDir) -> tuple[bool, int | None]:
+    """Train with the Trainer (dev exact match as its evaluation); (whether this is the main process,
+    the best epoch's global step). The best epoch's weights end up in `model` when selecting."""
+    from transformers.trainer_callback import PrinterCallback
+
+    with tensorboard_dir(str(sd.logs)):
+        trainer = _stage_trainer_cls()(
+            model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
+            data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
+                                   slice_logits=_supports_logits_to_keep(model)),
+            processing_class=tok, callbacks=callbacks,
+        )
+    # disable_tqdm swaps the Trainer's tqdm bar for PrinterCallback, which prints every raw log
+    # dict; progress is drawn by our rich bar instead.
+    trainer.remove_callback(PrinterCallback)
+    trainer.dev_items, trainer.fmt, trainer.autocast = dev, fmt, precision.autocast
+    try:
+        with warnings.catch_warnings():
+            # Checkpoints of epochs under a second apart (small stages) make the Trainer doubt
+            # the filesystem's mtimes; it then orders them by step number, which is right here.
+            warnings.filterwarnings("ignore", message="mtime may not be reliable")
+            trainer.train()  # ends with the best epoch's weights loaded into `model` when selecting
+    finally:
+        if bar is not None:
+            bar.close()  # an exception skips on_train_end; never leave a live bar behind
+        end_runs(report_to)
+    is_main = trainer.is_world_process_zero()
+    best_step = trainer.state.best_global_step
+    del trainer  # frees the optimizer state
+    return is_main, best_step
+
+
+def _callbacks(monitor: EpochMonitor, bar: Any, patience: int) -> list[Any]:
+    """The per-epoch metrics rows, the progress bar, and early stopping: it counts evaluations without a
+    strictly better dev accuracy than the best so far and stops at `patience` of them in a row (our
+    patience semantics exactly, threshold 0; 0: never)."""
+    from transformers import EarlyStoppingCallback
+
+    callbacks: list[Any] = [make_callback(monitor)] + ([bar] if bar is not None else [])
+    if patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    return callbacks
+
+
 def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config: TrainConfig, out_dir: Path, *,
                 replay_items: Sequence[Item] = (), progress: bool = True, name: str = "stage",
                 tracker_name: str | None = None) -> StageResult:
@@ -186,10 +294,6 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     `name` labels the stage in its record and progress bar; `tracker_name` (default `name`) is the
     run name the `report_to` trackers show, which the pipeline makes unique across run folders.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
-    from transformers.trainer_callback import PrinterCallback
-
     if not train_items:
         raise ValueError(f"{name}: no training items")
     check_report_to(config.report_to, "train.report_to")  # before the model is touched
@@ -206,28 +310,9 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     replay = sample_replay(replay_items, config.replay_ratio, len(train_items), config.seed,
                            exclude={it.id for it in train_items})
     dev = dev_subset(dev_items, config.max_dev, config.seed)
-    selecting = len(dev) >= max(config.min_dev, 1)
+    selecting, note = _selection(len(dev), config)
     selection = "dev" if selecting else "last"
-    if not dev:
-        note = "no dev items: trained all epochs, kept the last"
-    elif not selecting:
-        note = f"dev has {len(dev)} items < min_dev {config.min_dev}: trained all epochs, kept the last"
-    else:
-        note = f"best of {config.epochs} epochs by dev exact match on {len(dev)} items, patience {config.patience}"
-
-    model = lm.model
-    if isinstance(model, PeftModel):  # a previous stage's adapter: fold it in, train a fresh one on top
-        model = merge_into_base(model)
-    precision = choose_precision(model, config.lora)
-    orig_dtype = next(model.parameters()).dtype
-    if precision.master is not None:
-        model = model.to(precision.master)
-    set_seed(config.seed)  # LoRA initialisation draws from the global RNG
-    if config.lora:
-        lora_cfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules="all-linear", task_type="CAUSAL_LM")
-        with quiet_peft():
-            model = get_peft_model(model, lora_cfg)
+    model, precision, orig_dtype = _trainable(lm.model, config)
     lm.model = model
 
     rows = [encode_item(it, tok, fmt) for it in [*train_items, *replay]]
@@ -246,64 +331,13 @@ def train_stage(lm: Any, train_items: list[Item], dev_items: list[Item], config:
     bar = rich_progress(name) if progress else None
     monitor = EpochMonitor(selecting=selecting, n_tokens=dataset.n_tokens, on_row=write_rows, bar_prefix=name,
                            say=bar.say if bar is not None else None)
-    callbacks: list[Any] = [make_callback(monitor)] + ([bar] if bar is not None else [])
-    if selecting and config.patience > 0:
-        # Counts evaluations without a strictly better dev accuracy than the best so far; stops at
-        # `patience` of them in a row (our patience semantics exactly, threshold 0).
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    callbacks = _callbacks(monitor, bar, config.patience if selecting else 0)
     device = next(model.parameters()).device
     report_to = parse_report_to(config.report_to)
     with _trainer_scratch(out_dir) as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
-            per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
-            # Several CPU processes: DDP over gloo (the group gradual.lm.load already joined).
-            ddp_backend="gloo" if device.type == "cpu" and dist.is_distributed() else None,
-            # Every trainable weight (LoRA on all linear layers, or the whole model) takes part in each
-            # forward: DDP's search for unused ones would only cost an extra graph walk per step.
-            ddp_find_unused_parameters=False,
-            weight_decay=config.weight_decay, seed=config.seed,
-            data_seed=config.seed, bf16=precision.autocast == torch.bfloat16,
-            fp16=precision.autocast == torch.float16, use_cpu=device.type == "cpu",
-            # Batches of similar lengths (less padding; the sampler reads each example's input_ids),
-            # and the warmup share, spelled as the installed transformers spells them.
-            **training_args(group_by_length=True, warmup_ratio=config.warmup_ratio,
-                            logging_dir=str(sd.logs)),
-            eval_strategy="epoch", logging_strategy="epoch",
-            # The best epoch: a checkpoint per epoch in the scratch folder (LoRA: only the adapter),
-            # the best one reloaded at the end. save_total_limit 1 keeps at most the best and the
-            # latest. Without dev selection nothing is saved and the last epoch is kept.
-            save_strategy="epoch" if selecting else "no", load_best_model_at_end=selecting,
-            metric_for_best_model=DEV_METRIC if selecting else None, greater_is_better=True,
-            save_only_model=not _sharded_launch(), save_total_limit=1,
-            report_to=report_to or "none", run_name=tracker_name or name,
-            disable_tqdm=True, log_level="error", log_level_replica="error", dataloader_pin_memory=False, remove_unused_columns=False,
-            label_names=["labels"],
-        )
-        with tensorboard_dir(str(sd.logs)):
-            trainer = _stage_trainer_cls()(
-                model=model, args=args, train_dataset=dataset, eval_dataset=EncodedDataset([]),
-                data_collator=Collator(tok.pad_token_id if tok.pad_token_id is not None else 0,
-                                       slice_logits=_supports_logits_to_keep(model)),
-                processing_class=tok, callbacks=callbacks,
-            )
-        # disable_tqdm swaps the Trainer's tqdm bar for PrinterCallback, which prints every raw log
-        # dict; progress is drawn by our rich bar instead.
-        trainer.remove_callback(PrinterCallback)
-        trainer.dev_items, trainer.fmt, trainer.autocast = dev, fmt, precision.autocast
-        try:
-            with warnings.catch_warnings():
-                # Checkpoints of epochs under a second apart (small stages) make the Trainer doubt
-                # the filesystem's mtimes; it then orders them by step number, which is right here.
-                warnings.filterwarnings("ignore", message="mtime may not be reliable")
-                trainer.train()  # ends with the best epoch's weights loaded into `model` when selecting
-        finally:
-            if bar is not None:
-                bar.close()  # an exception skips on_train_end; never leave a live bar behind
-            end_runs(report_to)
-        is_main = trainer.is_world_process_zero()
-        best_step = trainer.state.best_global_step
-        del trainer  # frees the optimizer state
+        args = _arguments(config, scratch, sd, per_device, accum, device, precision, selecting, report_to,
+                          tracker_name or name)
+        is_main, best_step = _fit(model, tok, args, dataset, dev, fmt, precision, callbacks, bar, report_to, sd)
 
     assert monitor.rows  # at least one epoch ran
     if selecting:
