@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gradual.answers import extract_answer, is_correct, normalize
-from gradual.config import load_run_config
+from gradual.run_config import load_run_config
 from gradual.data.items import Item, read_items, write_items
 from gradual.errors import UserError
 from gradual.prompts import FinetuneFormat, probe_prompt
@@ -78,7 +78,8 @@ def test_config_reports_every_error(tmp_path: Path) -> None:
 
 
 def test_run_identity_fills_defaults_and_ignores_where_a_run_reports() -> None:
-    from gradual.config import run_identity, to_dict
+    from gradual.config import to_dict
+    from gradual.rundir import run_identity
 
     cfg = load_run_config(None, {"probe.nex": 3, "seed": 7})
     recorded = to_dict(cfg)

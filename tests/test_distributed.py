@@ -93,7 +93,7 @@ def _categories(run: Path, name: str) -> dict[str, str]:
 
 def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_items: list,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradual.config import load_run_config
+    from gradual.run_config import load_run_config
     from gradual.pipeline import run_pipeline
 
     for split in ("train", "dev", "test"):  # 13 items: shards of 7 and 6

@@ -85,7 +85,8 @@ def test_locate_rejects_bad_paths_without_the_hub(tmp_path: Path) -> None:
 
 
 def test_range_errors_name_key_value_and_range(tmp_path: Path) -> None:
-    from gradual.config import RANGES, ProbeConfig, load_run_config
+    from gradual.config import RANGES, ProbeConfig
+    from gradual.run_config import load_run_config
     from gradual.probe.run import validate_config
 
     cfg = tmp_path / "c.yaml"

@@ -220,7 +220,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _config(model: Path, data: Path, strategy: str, **train: Any) -> Any:
-    from gradual.config import load_run_config
+    from gradual.run_config import load_run_config
 
     overrides: dict[str, Any] = {"model": str(model), "data": str(data), "strategy": strategy, "seed": 0,
                                  "device": "cpu", "dtype": "fp32"}

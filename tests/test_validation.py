@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gradual.config import RANGES, Bound, ProbeConfig, TrainConfig, load_run_config, load_yaml_mapping, range_errors
+from gradual.config import RANGES, Bound, ProbeConfig, TrainConfig, range_errors
+from gradual.run_config import load_run_config, load_yaml_mapping
 from gradual.data.items import item_from_dict, load_dataset_dir, read_items
 from gradual.errors import UserError
 from tests.conftest import run_cli

@@ -88,7 +88,7 @@ def run_compare(
     and the report. `exemplar_seeds` repeats the whole design once per probe.seed, so the base
     categorization itself varies; without it every run uses the config's probe.seed."""
     from gradual import distributed as dist
-    from gradual.config import load_run_config
+    from gradual.run_config import load_run_config
 
     out = Path(out)
     cdir = CompareDir(out)

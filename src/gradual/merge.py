@@ -51,7 +51,7 @@ def check_run_flags(run: Any, stage: int | None, *, adapters: Sequence[Any] = ()
 
 def finished_run(run: str | Path, stage: int | None = None, flag: str = "--run") -> RunWeights:
     """Check that `run` is a finished run folder with stage `stage` (default: its last) and read its config."""
-    from gradual.config import config_from_mapping
+    from gradual.run_config import config_from_mapping
     from gradual.rundir import RunDir
 
     run = Path(run)

@@ -311,10 +311,9 @@ def _say(msg: str) -> None:
 def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress: bool = True,
                  command: str = "") -> dict[str, Any]:
     """Run (or resume, or just return) one run of `cfg` in `out_dir`; returns summary.json's content."""
-    from gradual.strategies import STRATEGIES
+    from gradual.strategies import check_strategies
 
-    if cfg.strategy not in STRATEGIES:
-        raise UserError(f"--strategy: unknown strategy {cfg.strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
+    check_strategies([cfg.strategy], "--strategy")
     out_dir = Path(out_dir)
     check_model_spec(cfg.model)
     from gradual.lm.backends import backend_errors

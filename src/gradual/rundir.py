@@ -88,7 +88,8 @@ def run_identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     recorded before a field existed matches one that holds that field's default; it excludes
     train.report_to, since where a run reports is not what it computes. A recorded config this
     version cannot read (or none at all) matches nothing but itself."""
-    from gradual.config import RunConfig, config_from_mapping, to_dict
+    from gradual.config import RunConfig, to_dict
+    from gradual.run_config import config_from_mapping
     from gradual.errors import UserError
 
     if not isinstance(config, RunConfig):

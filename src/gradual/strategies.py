@@ -233,11 +233,25 @@ STRATEGIES: dict[str, Callable[[int, Sequence[Item], History, RunConfig], Option
 }
 
 
+def strategy_errors(names: Sequence[str], label: str) -> list[str]:
+    """The one check of strategy names: a message per unknown name, naming the key or flag `label`."""
+    unknown = [n for n in names if n not in STRATEGIES]
+    if not unknown:
+        return []
+    return [f"{label}: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(STRATEGIES))})"]
+
+
+def check_strategies(names: Sequence[str], label: str) -> None:
+    """UserError (exit 2) when any name is not a strategy."""
+    errors = strategy_errors(names, label)
+    if errors:
+        raise UserError("; ".join(errors))
+
+
 def plan_stage(strategy: str, stage: int, items: Sequence[Item], history: History,
                cfg: RunConfig) -> Optional[StagePlan]:
     """The plan for `stage` (1-based) given the probe history so far, or None when the strategy is done."""
-    if strategy not in STRATEGIES:
-        raise UserError(f"--strategy: unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    check_strategies([strategy], "--strategy")
     if stage < 1:
         raise ValueError(f"stage is 1-based, got {stage}")
     _check_categories(history, stage, items)

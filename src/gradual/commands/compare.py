@@ -16,7 +16,7 @@ from rich.console import Console
 
 from gradual.commands import one_of
 from gradual.distributed import is_main
-from gradual.strategies import STRATEGIES
+from gradual.strategies import STRATEGIES, check_strategies
 from gradual.errors import UserError
 
 # Tables and messages come from the main process only under a multi-process launch.
@@ -28,9 +28,7 @@ def parse_strategies(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
         raise UserError("--strategies: expected a comma-separated list, e.g. gradual,maybeknown")
-    unknown = [s for s in names if s not in STRATEGIES]
-    if unknown:
-        raise UserError(f"--strategies: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(STRATEGIES))})")
+    check_strategies(names, "--strategies")
     dup = sorted({s for s in names if names.count(s) > 1})
     if dup:
         raise UserError(f"--strategies: {', '.join(dup)} given more than once")

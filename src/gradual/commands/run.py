@@ -40,7 +40,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Probe -> stages of fine-tuning -> re-probe -> test eval -> summary.json and report.html."""
-    from gradual.config import load_run_config
+    from gradual.run_config import load_run_config
     from gradual.pipeline import run_pipeline
     from gradual.console import print_summary
 

@@ -172,12 +172,11 @@ def run_context(run_dir: Path) -> dict[str, Any]:
 # --- compare folder ------------------------------------------------------------------------------
 
 
-def compare_context(folder: Path) -> dict[str, Any]:
+def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compare report's charts: accuracy by category, knowledge, categories per stage, transitions,
+    and each strategy's training curves."""
     from gradual.report import plots
-    from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
-    c = _load(CompareDir(folder).comparison_json)
-    strategies: dict[str, Any] = c.get("strategies") or {}
     charts: list[dict[str, Any]] = []
     acc_series = {name: {"overall": s.get("test_accuracy") or {}, **(s.get("test_accuracy_by_category") or {})}
                   for name, s in strategies.items()}
@@ -223,6 +222,13 @@ def compare_context(folder: Path) -> dict[str, Any]:
                 f"training-{name}", f"Training curves · {name}", plots.training_curves(list(panels.items())),
                 "Per stage, one color per seed: training loss (solid, left axis) and dev accuracy (dashed, right "
                 "axis); rings mark each seed's best dev epoch, the adapter kept."))
+    return charts
+
+
+def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The compare report's tables: strategies, accuracy by base category, runs."""
+    from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
+
     table = {"title": "Strategies (mean [95% interval] over seeds)",
              "head": ["strategy", "runs", "test accuracy", "acquired", "forgotten", "retention", "HighlyKnown after",
                       "HK after / train", "items trained per stage", "hallucination", "wall time"],
@@ -241,6 +247,17 @@ def compare_context(folder: Path) -> dict[str, Any]:
                       fmt_pct(r.get("retention")), str(r.get("highly_known_after")),
                       " / ".join(map(str, r.get("stages_trained") or [])) or "–", "yes" if r.get("reused") else "no",
                       fmt_seconds(r.get("wall_s"))] for r in c.get("runs") or []]}
+    return table, by_cat, runs
+
+
+def compare_context(folder: Path) -> dict[str, Any]:
+    """The template's context for a compare folder's report."""
+    from gradual.formatting import fmt_ci, fmt_seconds
+
+    c = _load(CompareDir(folder).comparison_json)
+    strategies: dict[str, Any] = c.get("strategies") or {}
+    charts = _compare_charts(folder, c, strategies)
+    table, by_cat, runs = _compare_tables(c, strategies)
     h = c.get("headline")
     head = None
     if h:
