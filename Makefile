@@ -39,8 +39,9 @@ test: setup
 test-compat: setup-compat
 	$(COMPAT_BIN)/python -m pytest -q
 
+# The in-process tests only: no real model, no browser, no CLI subprocess (under 2 minutes on 2 cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not real_model and not browser"
+	$(BIN)/python -m pytest -q -m "not real_model and not browser and not integration"
 
 demo: setup
 	$(BIN)/gradual run --config configs/default.yaml --out runs/demo --resume

@@ -91,6 +91,13 @@ def sample_rows() -> list[dict]:
     return rows
 
 
+def items_of(rows: list[dict]) -> list:
+    """Items of rows like sample_items' (source "test", lines from 1), as the probe and engine tests read them."""
+    from gradual.data.items import item_from_dict
+
+    return [item_from_dict(r, "test", i) for i, r in enumerate(rows, 1)]
+
+
 @dataclass
 class Result:
     returncode: int

@@ -1,13 +1,15 @@
-"""The command line's help: every choice list comes from its registry, and rich markup leaves it intact."""
+"""The command line: every command is registered, every choice list in the help comes from its registry and
+rich markup leaves it intact, and only errors of the world outside (a full disk) become one-line messages."""
 
 from __future__ import annotations
 
+import errno
 import re
 
 import pytest
 from typer.testing import CliRunner
 
-from gradual.cli import app
+from gradual.cli import app, world_error
 from gradual.config import BACKENDS, ESTIMATORS
 from gradual.data.formats import FORMATS as IMPORT_FORMATS
 from gradual.export import FORMATS as EXPORT_FORMATS
@@ -41,3 +43,19 @@ def test_help_keeps_the_vllm_extra_in_brackets() -> None:
     # rich markup reads "[vllm]" as a style tag and drops it unless escaped.
     for command in ("probe", "eval"):
         assert "pip install 'gradual[vllm]'" in _help(command), command
+
+
+def test_cli_registers_every_command_and_a_missing_one_is_an_import_error() -> None:
+    import typer
+
+    from gradual import cli
+
+    names = set(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
+    assert names == {"data", "model", "probe", "train", "run", "eval", "compare", "report", "export"}
+    with pytest.raises(ModuleNotFoundError, match="gradual.commands.nope"):
+        cli.register_commands(typer.Typer(), ("data", "nope"))
+
+
+def test_other_errors_stay_bugs() -> None:
+    assert world_error(ValueError("a bug")) is None
+    assert world_error(OSError(errno.EIO, "I/O error")) is None

@@ -65,6 +65,7 @@ def test_global_batch_is_kept_across_processes(monkeypatch: pytest.MonkeyPatch) 
         dist.refuse("--backend vllm", "why")
 
 
+@pytest.mark.integration
 def test_more_processes_than_items_exits_2_before_loading(tmp_path: Path, tiny_model_dir: Path,
                                                            sample_items: list) -> None:
     # Rank 0 of a 20-process launch (the variables torchrun and accelerate launch set): the check comes
@@ -91,6 +92,7 @@ def _categories(run: Path, name: str) -> dict[str, str]:
     return {r["id"]: r["category"] for r in map(json.loads, (run / "probe" / f"{name}.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.integration
 def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_items: list,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from gradual.run_config import load_run_config

@@ -12,7 +12,7 @@ import pytest
 from gradual import evaluate as ev
 from gradual.categories import CATEGORIES as CATS
 from gradual.data.items import Item
-from tests.memorized import memorize, memorized_model_dir
+from tests.memorized import FACTS, memorize, memorized_model_dir
 
 HK, MK, WK, UK = CATS
 
@@ -171,3 +171,29 @@ def test_eval_applies_a_peft_adapter(memorized_dir: Path, tmp_path: Path) -> Non
     merged = load_with_adapters(str(memorized_dir), [tmp_path / "adapter"], "cpu", "fp32")
     assert model_fingerprint(merged.model) != model_fingerprint(plain.model)
     assert not any("lora" in n for n, _ in merged.model.named_parameters())  # merged into plain weights
+
+
+def test_few_shot_answers_are_what_the_model_learned(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> None:
+    """`gradual model ask` on a model that memorized FACTS behind the sanity few-shot prefix gives
+    exactly those answers, batched (left-padded, lengths differ) and in the order asked."""
+    from gradual.evaluate import few_shot_answers
+    from gradual.lm.load import load_model
+
+    path = str(memorized_model_dir(tmp_path_factory))
+    lm = load_model(path, device="cpu", dtype="fp32")
+    questions = [q for q, _ in reversed(FACTS)]
+    assert few_shot_answers(lm, questions, max_new_tokens=8) == [a for _, a in reversed(FACTS)]
+    assert few_shot_answers(lm, questions[:1], max_new_tokens=1) == ["France"]  # one token, no newline yet
+    # The fingerprint keys the probe cache: the same weights give the same one, other weights another.
+    assert len(lm.fingerprint) == 16 and int(lm.fingerprint, 16) >= 0
+    assert load_model(path, device="cpu", dtype="fp32").fingerprint == lm.fingerprint
+    assert tiny_lm.fingerprint != lm.fingerprint
+
+
+@pytest.mark.real_model
+def test_default_model_knows_paris() -> None:
+    from gradual.evaluate import few_shot_answers
+    from gradual.lm.load import load_model
+
+    lm = load_model("smollm2-135m")
+    assert few_shot_answers(lm, ["What is the capital of France?"]) == ["Paris"]

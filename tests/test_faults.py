@@ -1,6 +1,7 @@
 """The world outside on a bad day: outputs that cannot be written, full disks, damaged files, a
 refused run. Each case: exit 2, one message naming the path or key, no traceback, nothing
-half-written, and the folder left as it was found."""
+half-written, and the folder left as it was found. (One module's own cases: tests/test_atomic.py,
+tests/test_cli.py, tests/lm/test_load.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gradual.atomic import atomic_dir, atomic_open
-from gradual.cli import world_error
 from gradual.runlock import LOCK_NAME
 from tests.conftest import run_cli, sample_rows, write_jsonl
 from tests.test_pipeline import _config, _dataset, _strip_times
@@ -105,32 +104,6 @@ def test_full_disk_while_writing_a_probe(tmp_path: Path, tiny_model_dir: Path, i
     _refused(res, "no space left on device writing", "free space and run the command again")
     assert len(res.stderr.strip().splitlines()) <= 3  # one message (rich may wrap it), not a traceback
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.jsonl"]  # no output, no temp file
-
-
-def test_a_native_writer_out_of_space_is_named_by_the_folder(tmp_path: Path) -> None:
-    class SafetensorError(Exception):  # what safetensors raises from Rust: a message, no errno
-        pass
-
-    with pytest.raises(OSError) as caught:
-        with atomic_dir(tmp_path / "adapter") as tmp:
-            (tmp / "half").write_text("x")
-            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
-                                  "message: \"No space left on device\" })")
-    assert caught.value.errno == errno.ENOSPC
-    assert world_error(caught.value) == (f"no space left on device writing {tmp_path / 'adapter'}; free space "
-                                         "and run the command again (gradual run: with --resume)")
-    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temp
-    with pytest.raises(OSError) as caught:
-        with atomic_open(tmp_path / "x.json") as fh:
-            fh.write("{")
-            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".x.json.123.tmp"))
-    assert caught.value.filename == str(tmp_path / "x.json")  # the file meant, not its temp
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_other_errors_stay_bugs() -> None:
-    assert world_error(ValueError("a bug")) is None
-    assert world_error(OSError(errno.EIO, "I/O error")) is None
 
 
 # --- a refused run leaves the disk as it found it ------------------------------------------------
@@ -257,23 +230,6 @@ def test_a_prompt_longer_than_the_context_names_its_item(tmp_path: Path, tiny_mo
     _refused(res, "more than the model's context of 1024", "items are too long")
 
 
-def test_a_tokenizer_larger_than_the_model_is_refused_at_load(tmp_path: Path, tiny_model_dir: Path) -> None:
-    import shutil
-
-    from gradual.errors import UserError
-    from gradual.lm.load import load_model
-
-    model = tmp_path / "m"
-    shutil.copytree(tiny_model_dir, model)
-    tok = json.loads((model / "tokenizer.json").read_text())
-    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    tok["added_tokens"].append({"id": vocab, "content": "capital", "single_word": False, "lstrip": False,
-                                "rstrip": False, "normalized": True, "special": False})
-    (model / "tokenizer.json").write_text(json.dumps(tok))
-    with pytest.raises(UserError, match=rf"its tokenizer has {vocab + 1} tokens but the model embeds only {vocab}"):
-        load_model(str(model), "cpu", "fp32")
-
-
 def test_an_out_folder_that_cannot_be_made_is_refused_before_work(tmp_path: Path, items_file: Path,
                                                                   tiny_model_dir: Path, cache: Path) -> None:
     # /proc lets root pass os.access but refuses every mkdir: only trying finds out.
@@ -282,3 +238,18 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_work(tmp_path: Path
                  ("data", "build", "world", "--out", "/proc/gradual-x/world")):
         _refused(run_cli(*args), "cannot write in /proc")
     assert not cache.exists()
+
+
+def test_a_run_whose_prompt_is_too_long_leaves_no_record(tmp_path: Path, tiny_model_dir: Path,
+                                                         sample_items: list[dict], cache: Path) -> None:
+    # The context check needs the tokenizer, so it runs after the model loads, but before config.yaml is
+    # written: the retry after shortening the question is an ordinary run, not a refused one.
+    rows = [dict(r) for r in sample_items]
+    rows[1]["question"] = "Which " + "very " * 2000 + "long question?"
+    cfg = _config(tmp_path, tiny_model_dir, _dataset(tmp_path / "data", rows))
+    out = tmp_path / "run"
+    _refused(run_cli("run", "--config", str(cfg), "--out", str(out), "--quiet"), "more than the model's context")
+    assert not out.exists()  # the lock's new folder goes again: nothing was written in it
+    cfg = _config(tmp_path, tiny_model_dir, _dataset(tmp_path / "data", sample_items))
+    res = run_cli("run", "--config", str(cfg), "--out", str(out), "--quiet")  # no --resume needed
+    assert res.returncode == 0, res.stderr

@@ -54,6 +54,7 @@ def _strip_times(obj):
     return obj
 
 
+@pytest.mark.integration
 def test_run_writes_contract(tmp_path: Path, tiny_model_dir: Path, sample_items: list) -> None:
     data = _dataset(tmp_path / "data", sample_items)
     cfg = _config(tmp_path, tiny_model_dir, data)
@@ -75,6 +76,7 @@ def test_run_writes_contract(tmp_path: Path, tiny_model_dir: Path, sample_items:
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.integration
 def test_gradual_without_maybeknown_stops_cleanly(tmp_path: Path, tiny_model_dir: Path, sample_items: list) -> None:
     # A random tiny model knows nothing: no MaybeKnown items, so stage 1 has nothing to train.
     data = _dataset(tmp_path / "data", sample_items)
@@ -87,6 +89,7 @@ def test_gradual_without_maybeknown_stops_cleanly(tmp_path: Path, tiny_model_dir
     assert summary["acquired"] == 0
 
 
+@pytest.mark.integration
 def test_kill9_then_resume_matches_uninterrupted(tmp_path: Path, tiny_model_dir: Path, sample_items: list) -> None:
     data = _dataset(tmp_path / "data", sample_items)
     cfg = _config(tmp_path, tiny_model_dir, data)
@@ -119,6 +122,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path: Path, tiny_model_dir:
     assert again.returncode == 0 and json.loads((out / "summary.json").read_text()) == b
 
 
+@pytest.mark.integration
 def test_bad_config_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("strategy: nope\ntrain:\n  epochs: many\n")

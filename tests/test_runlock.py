@@ -61,6 +61,7 @@ def test_lock_dies_with_its_holder(tmp_path: Path) -> None:
     assert (folder / LOCK_NAME).exists()
 
 
+@pytest.mark.integration
 def test_run_on_a_folder_in_use_exits_2_and_writes_nothing(tmp_path: Path, tiny_model_dir: Path,
                                                            sample_items: list[dict]) -> None:
     data = _dataset(tmp_path / "data", sample_items)
@@ -75,6 +76,7 @@ def test_run_on_a_folder_in_use_exits_2_and_writes_nothing(tmp_path: Path, tiny_
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
 
 
+@pytest.mark.integration
 def test_two_runs_started_together_do_not_mix(tmp_path: Path, tiny_model_dir: Path, sample_items: list[dict]) -> None:
     data = _dataset(tmp_path / "data", sample_items)
     out = tmp_path / "run"

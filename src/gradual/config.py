@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from gradual.lm.backends import BACKENDS
+from gradual.lm.spec import DEFAULT_MODEL
 
 
 # The probe's estimators and backends: these Literals are the one list (validation, help, flags).
@@ -144,7 +145,7 @@ class Stage2Config:
 
 @dataclass
 class RunConfig:
-    model: str = _f("smollm2-135m", "Model spec (embedded name, HF folder, .gguf, hub id).")
+    model: str = _f(DEFAULT_MODEL, "Model spec (embedded name, HF folder, .gguf, hub id).")
     data: str = _f("data/world", "Dataset folder (train/dev/test.jsonl); built automatically when it is the world "
                    "default.")
     strategy: str = _f("gradual", "Fine-tuning strategy (gradual.strategies.STRATEGIES).")

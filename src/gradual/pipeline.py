@@ -177,6 +177,19 @@ class Pipeline:
         return result
 
     # -- run -------------------------------------------------------------------------------
+    def start(self, lm: LoadedModel, data: RunData) -> None:
+        """The last checks, which need the tokenizer (every prompt fits the model's context), then the
+        run's record (config.yaml): a run refused by any check leaves its folder as it found it."""
+        from gradual.probe.run import as_computed, check_prompts_fit, exemplar_assignments
+
+        c = as_computed(self.cfg.probe)
+        seeds = [c.seed + r for r in range(c.repeat + 1)]
+        check_prompts_fit(lm, data.train, data.dev, c, exemplar_assignments(data.train, data.dev, c, seeds))
+        check_prompts_fit(lm, data.test, data.dev, c, exemplar_assignments(data.test, data.dev, c, seeds[:1]))
+        if dist.is_main() and not self.rd.config.exists():  # only the main process writes the run folder
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.rd.config, yaml.safe_dump(_config_record(self.cfg, self.command), sort_keys=False))
+
     def run(self, data: RunData) -> dict[str, Any]:
         """Every step of the run on `data` (checked by check_run_data before the folder was written)."""
         from gradual.strategies import plan_stage
@@ -185,6 +198,7 @@ class Pipeline:
         from gradual.lm.load import load_model
 
         lm = load_model(cfg.model, cfg.device, cfg.dtype)
+        self.start(lm, data)
         _say(f"model {cfg.model} on {lm.placement.reason}; {len(data.train)} train / {len(data.dev)} dev / "
              f"{len(data.test)} test items; strategy {cfg.strategy}, seed {cfg.seed}")
         base_train = self.probe_split(lm, train_probe_name(0), data.train, data.dev, stage=0)
@@ -349,10 +363,6 @@ def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, 
     # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.
     dist.setup(cfg.device)
     dist.barrier()
-    if dist.is_main():  # only the main process writes the run folder
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not rd.config.exists():
-            write_text(rd.config, yaml.safe_dump(_config_record(cfg, command), sort_keys=False))
     summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run(data)
     if dist.is_main():
         from gradual.report import write_report

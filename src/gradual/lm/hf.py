@@ -41,8 +41,8 @@ Sampling is reproducible per row: row r's t-th uniform draw is a hash of (row ke
 the row lands in, and a token is drawn by inverse CDF over the tempered top-k distribution. What the
 draw is applied to, the row's logits, is batch-independent in fp32 only:
   - fp32: a row's logits are the same whatever it is batched with, so early exit, --full and any
-    batch size give identical greedy answers, samples and categories (tests/test_probe.py checks it
-    on the real model; benchmarks/dtype_agreement.py: 0 of 100 world items differ).
+    batch size give identical greedy answers, samples and categories (tests/probe/test_run.py checks
+    it on the real model; benchmarks/dtype_agreement.py: 0 of 100 world items differ).
   - bf16 (CPUs with native bf16, GPUs): the matmul kernels' blocking follows the batch's shape, so a
     row's logits move at bf16 resolution with its batch, and a sample near an inverse-CDF boundary or
     a greedy argmax between near-tied tokens can come out the other way. Categories stay

@@ -1,6 +1,6 @@
 """Two CPU kernels the probe engine relies on: grouped attention and a preallocated KV cache layer.
 
-Run as: used by gradual.lm.hf; tests/test_probe.py checks both against the model's own path.
+Run as: used by gradual.lm.hf; tests/lm/test_hf.py checks both against the model's own path.
 """
 
 from __future__ import annotations

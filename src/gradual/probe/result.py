@@ -17,7 +17,7 @@ from gradual.atomic import read_jsonl, write_json, write_jsonl
 from gradual.categories import CATEGORIES
 from gradual.config import ProbeConfig
 from gradual.errors import UserError
-from gradual.probe import cache as pcache
+import gradual.probe.cache as pcache
 
 
 @dataclass

@@ -28,12 +28,12 @@ from gradual import distributed as dist
 from gradual.config import ESTIMATORS, PROBE_FORMATS, ProbeConfig
 from gradual.data.items import Item
 from gradual.errors import UserError
-from gradual.probe import cache as pcache
+import gradual.probe.cache as pcache
 from gradual.probe.result import ProbeResult, ProbeRow, build_summary
 from gradual.progress import Bars
 from gradual.lm.backends import backend_errors, backend_identity, get_backend, make_engine
 from gradual.lm.protocol import ProbeEngine
-from gradual.probe.slick import (assign_exemplar_sets, categorize, maybe_known_settled,
+from gradual.probe.slick import (Assignment, assign_exemplar_sets, categorize, maybe_known_settled,
                                  p_seen_from_prompts, sample_evidence_settled)
 from gradual.prompts import STOP, answer_continuation, exemplar, probe_prefix, query
 
@@ -116,7 +116,7 @@ class _Evidence:
         return sample_evidence_settled(self.p_seen(samples) if exact else None, self.n_sample_correct)
 
 
-def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig, seed: int,
+def _pass(engine: ProbeEngine, items: Sequence[Item], cfg: ProbeConfig, seed: int, assignment: Assignment,
           advance: Callable[[float], None], only: Sequence[Item] | None = None) -> list[ProbeRow]:
     """Probe every item once with exemplar seed `seed`.
 
@@ -125,7 +125,6 @@ def _pass(engine: ProbeEngine, items: Sequence[Item], pool: Sequence[Item], cfg:
     every item uses all nex prompts and every prompt's samples or score, as the paper's protocol does.
     `only`: probe just these items (a process's shard), with the exemplar sets drawn for all `items`.
     """
-    assignment = assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed)
     if only is not None:  # the sets above are those one process draws, whatever the shard
         items = only
     ev: dict[str, _Evidence] = {it.id: _Evidence() for it in items}
@@ -229,8 +228,14 @@ def as_computed(cfg: ProbeConfig) -> ProbeConfig:
     return dataclasses.replace(cfg, nex=1, shots=0) if cfg.format == "zeroshot" else cfg
 
 
+def exemplar_assignments(items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig,
+                         seeds: Sequence[int]) -> dict[int, Assignment]:
+    """Every pass's exemplar sets, by exemplar seed: drawn once, for the context check and the pass."""
+    return {seed: assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed) for seed in seeds}
+
+
 def check_prompts_fit(lm: Any, items: Sequence[Item], pool: Sequence[Item], cfg: ProbeConfig,
-                      seeds: Sequence[int]) -> None:
+                      assignments: dict[int, Assignment]) -> None:
     """Refuse (exit 2, naming the item) a probe whose longest prompt, its exemplars + question +
     max_new_tokens, is longer than the model's context, before any forward pass. An exemplar set's
     length is the sum of its exemplars' lengths (the prefix tokenizes the same up to a token at a seam)."""
@@ -243,8 +248,8 @@ def check_prompts_fit(lm: Any, items: Sequence[Item], pool: Sequence[Item], cfg:
     shot_len = dict(zip((e.id for e in pool), token_lengths(tok, [exemplar(e.question, e.answer) for e in pool])))
     need = {it.id: n + cfg.max_new_tokens for it, n in zip(items, token_lengths(tok, [query(it.question) for it in items]))}
     longest = dict.fromkeys(need, 0)
-    for seed in seeds:
-        for ident, sets in assign_exemplar_sets(items, pool, cfg.nex, cfg.shots, seed).sets.items():
+    for assignment in assignments.values():
+        for ident, sets in assignment.sets.items():
             longest[ident] = max(longest[ident], *(sum(shot_len[e.id] for e in es.items) for es in sets))
     check_fits(((i, need[i] + longest[i]) for i in need), window, "its longest few-shot prompt plus --max-new-tokens",
                "shorten the question or its exemplars, or lower --shots or --max-new-tokens")
@@ -279,7 +284,8 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     t0 = time.perf_counter()
     pool = list(exemplars) if exemplars is not None else list(items)
     seeds = [config.seed + r for r in range(config.repeat + 1)]
-    check_prompts_fit(lm, items, pool, config, seeds)
+    assignments = exemplar_assignments(items, pool, config, seeds)
+    check_prompts_fit(lm, items, pool, config, assignments)
     model = _model_info(lm)
     backend = backend_identity(config.backend)  # backends differ in sampler and kernels: never share a cache entry
     # The config's part is its result-changing fields (their metadata "key": gradual.config), the backend
@@ -311,7 +317,8 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
                 engine = make_engine(config.backend, lm, batch_size=config.batch_size,
                                      max_new_tokens=config.max_new_tokens, top_k=config.top_k, seed=config.seed)
             label = desc if r == 0 else f"{desc} (repeat {r}/{config.repeat})"
-            rows, n_tokens, seconds = _sharded_pass(engine, items, pool, config, seed, bar.task(label, len(items)))
+            rows, n_tokens, seconds = _sharded_pass(engine, items, config, seed, assignments[seed],
+                                                    bar.task(label, len(items)))
             compute_s += seconds
             tokens += n_tokens
             state = pcache.OFF if found is None else found.describe()
@@ -333,14 +340,14 @@ def probe(lm: Any, items: list[Item], exemplars: list[Item] | None, config: Prob
     return ProbeResult(main, summary)
 
 
-def _sharded_pass(engine: ProbeEngine, items: list[Item], pool: list[Item], cfg: ProbeConfig, seed: int,
+def _sharded_pass(engine: ProbeEngine, items: list[Item], cfg: ProbeConfig, seed: int, assignment: Assignment,
                   advance: Callable[[float], None]) -> tuple[list[ProbeRow], int, float]:
     """One pass over this process's shard of `items`; (every rank's rows in item order, the tokens all
     ranks ran, the seconds of the slowest rank). The main rank's shard stands for the whole pass on the bar."""
     t1 = time.perf_counter()
     before = engine.tokens_processed if hasattr(engine, "tokens_processed") else 0
     mine = dist.shard(items)  # this process's items (all of them in one process)
-    rows = _pass(engine, items, pool, cfg, seed, lambda n, k=len(items) / len(mine): advance(n * k), only=mine)
+    rows = _pass(engine, items, cfg, seed, assignment, lambda n, k=len(items) / len(mine): advance(n * k), only=mine)
     rows = dist.gather(rows)
     after = engine.tokens_processed if hasattr(engine, "tokens_processed") else 0
     done = dist.all_gather((after - before, time.perf_counter() - t1))

@@ -1,9 +1,10 @@
-"""`--report-to wandb` and `--report-to mlflow`: what a run sends there, read back by those tools' own readers.
+"""`--report-to` (gradual.train.trackers): the value checked before any work, and what a run sends to
+TensorBoard, W&B and MLflow, read back by those tools' own readers.
 
 W&B runs offline (WANDB_MODE=offline) and is read from its run file, the `.wandb` transaction log, whose
 records are W&B's own protobuf `Record` messages; MLflow logs to a local SQLite store (MLflow 3 refuses
 a `file:` store unless told to) and is read with `mlflow.search_runs` and `MlflowClient`.
-(TensorBoard is read back in test_train.py.)
+TensorBoard is read back from its event files (a stage's own logs: tests/train/test_stage.py).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def _tracker_env(tmp: Path) -> dict:
                 WANDB_DATA_DIR=str(tmp / "wandb-data"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}")
 
 
+@pytest.mark.integration
 def test_run_reports_dev_accuracy_and_probe_counts_to_wandb_and_mlflow(tmp_path: Path, tiny_model_dir: Path,
                                                                       sample_items: list[dict]) -> None:
     data = _dataset(tmp_path / "data", sample_items)
@@ -105,3 +107,89 @@ def test_run_reports_dev_accuracy_and_probe_counts_to_wandb_and_mlflow(tmp_path:
     logged = sorted((m.step, c, m.value) for run in by_name["myrun/probe"] for c in CATEGORIES
                     for m in client.get_metric_history(run.info.run_id, f"probe_{c}"))
     assert logged == sorted((stage, c, float(n[c])) for stage, n in counts.items() for c in CATEGORIES)
+
+
+def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the TensorBoard event files under `log_dir`: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_log_to_trackers_writes_probe_counts(tmp_path: Path) -> None:
+    from gradual.train import log_to_trackers
+
+    log_to_trackers("none", tmp_path / "none", "probe", {"probe_MaybeKnown": 3})
+    assert not (tmp_path / "none").exists()
+    for stage, counts in enumerate([{"probe_HighlyKnown": 5, "probe_MaybeKnown": 3},
+                                    {"probe_HighlyKnown": 7, "probe_MaybeKnown": 1}]):
+        log_to_trackers("tensorboard", tmp_path / "probe", "probe", counts, step=stage)
+    scalars = _scalars(tmp_path / "probe")
+    # Keys without eval_/test_ get the Trainer integrations' "train/" prefix: counts of the train split.
+    assert scalars["train/probe_HighlyKnown"] == [(0, 5.0), (1, 7.0)]
+    assert scalars["train/probe_MaybeKnown"] == [(0, 3.0), (1, 1.0)]
+
+
+def test_report_to_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers.integrations.integration_utils as iu
+
+    from gradual.train import parse_report_to, report_to_errors
+
+    assert parse_report_to("none") == [] and parse_report_to(" tensorboard, wandb ") == ["tensorboard", "wandb"]
+    assert report_to_errors("none") == []
+    assert "unknown integration 'tensorbord'" in report_to_errors("tensorbord")[0]
+    assert "stand alone" in report_to_errors("none,wandb")[0]
+    monkeypatch.setattr(iu, "get_available_reporting_integrations", lambda: [])
+    assert report_to_errors("tensorboard,comet_ml", "train.report_to") == [
+        "train.report_to: tensorboard is not installed (pip install tensorboard)",
+        "train.report_to: comet_ml is not installed (pip install comet-ml)"]
+
+
+def test_cli_report_to_not_installed_exits_2(tmp_path: Path, sample_items: list[dict], monkeypatch, capsys) -> None:
+    import sys
+
+    import transformers.integrations.integration_utils as iu
+
+    from gradual.cli import main
+    from tests.conftest import write_jsonl
+
+    monkeypatch.setattr(iu, "get_available_reporting_integrations", lambda: [])
+    data = write_jsonl(tmp_path / "train.jsonl", sample_items[:8])
+    for argv in (["gradual", "train", "--model", "smollm2-135m", "--data", str(data), "--out", str(tmp_path / "t"),
+                  "--report-to", "wandb"],
+                 ["gradual", "run", "--out", str(tmp_path / "r"), "--report-to", "wandb"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+        assert "--report-to: wandb is not installed (pip install wandb)" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()  # nothing started
+
+
+@pytest.mark.integration
+def test_run_reports_stages_and_probe_counts_to_tensorboard(tmp_path: Path, tiny_model_dir: Path,
+                                                           sample_items: list[dict]) -> None:
+    from tests.test_pipeline import _config, _dataset, _env, _gradual
+
+    data = _dataset(tmp_path / "data", sample_items)
+    cfg = _config(tmp_path, tiny_model_dir, data)  # strategy "all": one stage
+    out = tmp_path / "run"
+    res = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--report-to", "tensorboard",
+                   env=_env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    probe = _scalars(out / "logs" / "probe")
+    for cat in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"):  # the train split's counts per stage
+        assert probe[f"train/probe_{cat}"] == [(c["stage"], float(c["counts"][cat])) for c in summary["categories"]]
+    rows = [json.loads(x) for x in (out / "stages" / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    dev = _scalars(out / "stages" / "stage1" / "logs")["eval/dev_accuracy"]
+    assert dev == [(r["step"], pytest.approx(r["dev_accuracy"])) for r in rows]
+    # Where a run reports is not part of what it computes: resuming without the flag is allowed.
+    again = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--resume", env=_env(tmp_path))
+    assert again.returncode == 0, again.stderr

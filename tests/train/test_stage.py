@@ -1,4 +1,4 @@
-"""The stage trainer on a tiny random Llama: what it trains, what it keeps, what it writes."""
+"""The stage trainer (gradual.train.stage) on a tiny random Llama: what it trains, what it keeps, what it writes."""
 
 from __future__ import annotations
 
@@ -9,24 +9,13 @@ import pytest
 import torch
 
 from gradual.config import TrainConfig
-from gradual.data.items import Item, item_from_dict
+from gradual.data.items import Item
 from gradual.prompts import FinetuneFormat
-from gradual.train.data import IGNORE, Collator, encode_item, sample_replay
+from gradual.train.data import Collator, encode_item
+from tests.train.test_trackers import _scalars
+
 
 FAST = dict(batch_size=4, lr=5e-3, lora_r=4, lora_dropout=0.0, min_dev=2, max_dev=8)
-
-
-@pytest.fixture
-def lm(tiny_model_dir: Path):
-    """A fresh model per test: train_stage injects LoRA layers into it."""
-    from gradual.lm.load import load_model
-
-    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
-
-
-@pytest.fixture
-def items(sample_items: list[dict]) -> list[Item]:
-    return [item_from_dict(r, "sample", i) for i, r in enumerate(sample_items)]
 
 
 def _base_key(name: str) -> str:
@@ -37,37 +26,6 @@ def _logits(model, tok, text: str = "Q: What is the capital of France?\nA: Paris
     ids = tok(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         return model(input_ids=ids).logits
-
-
-def test_encode_and_collate_put_loss_on_answer_tokens_only(lm) -> None:
-    tok, fmt = lm.tokenizer, FinetuneFormat()
-    it = Item("x", "What is the capital of France?", ("Paris",))
-    enc = encode_item(it, tok, fmt)
-    prompt_ids = tok(fmt.prompt(it.question), add_special_tokens=False)["input_ids"]
-    n = len(prompt_ids)
-    assert enc["input_ids"][:n] == prompt_ids
-    assert enc["labels"][:n] == [IGNORE] * n
-    answer = [t for t in enc["labels"] if t != IGNORE]
-    assert tok.decode(answer) == " Paris\n" and enc["input_ids"][n:] == answer
-
-    short = encode_item(Item("y", "Which continent is Peru on?", ("South America",)), tok, fmt)
-    feats = [enc, short]
-    batch = Collator(tok.pad_token_id)(feats)
-    width = max(len(f["input_ids"]) for f in feats)
-    assert batch["input_ids"].shape == (2, width)
-    for r, f in enumerate(feats):
-        k = len(f["input_ids"])
-        assert batch["labels"][r, :k].tolist() == f["labels"]
-        assert (batch["labels"][r, k:] == IGNORE).all() and (batch["attention_mask"][r, k:] == 0).all()
-        assert (batch["attention_mask"][r, :k] == 1).all()
-
-    # Logits only at answer positions: the same loss as the full forward.
-    sliced = Collator(tok.pad_token_id, slice_logits=True)(feats)
-    assert (sliced["shift_labels"] != IGNORE).sum() == (batch["labels"] != IGNORE).sum()
-    with torch.no_grad():
-        full = lm.model(**batch).loss
-        part = lm.model(**sliced).loss
-    assert torch.allclose(full, part, atol=1e-5)
 
 
 def _spy_collator(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
@@ -107,15 +65,6 @@ def test_batches_are_grouped_by_length(lm, tmp_path: Path, monkeypatch: pytest.M
         chunk = order[k: k + mega]
         assert chunk[1:] == sorted(chunk[1:], reverse=True), (k, chunk)
     assert order[0] == max(order)
-
-
-def test_sample_replay_ratio_and_cap(items) -> None:
-    train, pool = items[:6], items[4:]
-    got = sample_replay(pool, 0.5, len(train), seed=0, exclude={it.id for it in train})
-    assert len(got) == 3 and not {it.id for it in got} & {it.id for it in train}
-    assert got == sample_replay(pool, 0.5, len(train), seed=0, exclude={it.id for it in train})
-    assert len(sample_replay(pool, 10.0, len(train), seed=0, exclude={it.id for it in train})) == len(pool) - 2
-    assert sample_replay(pool, 0.0, len(train), seed=0) == []
 
 
 def test_stage_trains_lora_only_and_writes_outputs(lm, items, tmp_path: Path) -> None:
@@ -248,42 +197,6 @@ def test_empty_training_set_is_an_error(lm, tmp_path: Path) -> None:
         train_stage(lm, [], [], TrainConfig(), tmp_path / "e", progress=False)
 
 
-def test_cli_train(tiny_model_dir: Path, sample_items: list[dict], tmp_path: Path, monkeypatch, capsys) -> None:
-    import sys
-
-    from gradual.cli import main
-    from tests.conftest import write_jsonl
-
-    data = write_jsonl(tmp_path / "train.jsonl", sample_items[:8])
-    dev = write_jsonl(tmp_path / "dev.jsonl", sample_items[8:])
-    out = tmp_path / "cli"
-    args = ["gradual", "train", "--model", str(tiny_model_dir), "--data", str(data), "--dev", str(dev),
-            "--out", str(out), "--epochs", "2", "--batch-size", "4", "--min-dev", "2", "--device", "cpu",
-            "--dtype", "fp32", "--quiet"]
-    monkeypatch.setattr(sys, "argv", args)
-    main()  # returns normally on success
-    text = capsys.readouterr().out
-    assert "best epoch" in text and (out / "adapter" / "adapter_model.safetensors").exists()
-
-    monkeypatch.setattr(sys, "argv", args[:-1] + ["--replay-ratio", "0.3"])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    assert exc.value.code == 2 and "--replay-ratio" in capsys.readouterr().err
-
-
-def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series in the TensorBoard event files under `log_dir`: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(log_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
-
-
 def test_report_to_tensorboard_logs_dev_accuracy_per_epoch(lm, items, tmp_path: Path) -> None:
     from gradual.train import train_stage
 
@@ -295,75 +208,3 @@ def test_report_to_tensorboard_logs_dev_accuracy_per_epoch(lm, items, tmp_path: 
     assert [step for step, _ in dev] == [m["step"] for m in res.metrics]
     assert [v for _, v in dev] == pytest.approx([m["dev_accuracy"] for m in res.metrics])
     assert [v for _, v in scalars["train/loss"]] == pytest.approx([m["train_loss"] for m in res.metrics])
-
-
-def test_log_to_trackers_writes_probe_counts(tmp_path: Path) -> None:
-    from gradual.train import log_to_trackers
-
-    log_to_trackers("none", tmp_path / "none", "probe", {"probe_MaybeKnown": 3})
-    assert not (tmp_path / "none").exists()
-    for stage, counts in enumerate([{"probe_HighlyKnown": 5, "probe_MaybeKnown": 3},
-                                    {"probe_HighlyKnown": 7, "probe_MaybeKnown": 1}]):
-        log_to_trackers("tensorboard", tmp_path / "probe", "probe", counts, step=stage)
-    scalars = _scalars(tmp_path / "probe")
-    # Keys without eval_/test_ get the Trainer integrations' "train/" prefix: counts of the train split.
-    assert scalars["train/probe_HighlyKnown"] == [(0, 5.0), (1, 7.0)]
-    assert scalars["train/probe_MaybeKnown"] == [(0, 3.0), (1, 1.0)]
-
-
-def test_report_to_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import transformers.integrations.integration_utils as iu
-
-    from gradual.train import parse_report_to, report_to_errors
-
-    assert parse_report_to("none") == [] and parse_report_to(" tensorboard, wandb ") == ["tensorboard", "wandb"]
-    assert report_to_errors("none") == []
-    assert "unknown integration 'tensorbord'" in report_to_errors("tensorbord")[0]
-    assert "stand alone" in report_to_errors("none,wandb")[0]
-    monkeypatch.setattr(iu, "get_available_reporting_integrations", lambda: [])
-    assert report_to_errors("tensorboard,comet_ml", "train.report_to") == [
-        "train.report_to: tensorboard is not installed (pip install tensorboard)",
-        "train.report_to: comet_ml is not installed (pip install comet-ml)"]
-
-
-def test_cli_report_to_not_installed_exits_2(tmp_path: Path, sample_items: list[dict], monkeypatch, capsys) -> None:
-    import sys
-
-    import transformers.integrations.integration_utils as iu
-
-    from gradual.cli import main
-    from tests.conftest import write_jsonl
-
-    monkeypatch.setattr(iu, "get_available_reporting_integrations", lambda: [])
-    data = write_jsonl(tmp_path / "train.jsonl", sample_items[:8])
-    for argv in (["gradual", "train", "--model", "smollm2-135m", "--data", str(data), "--out", str(tmp_path / "t"),
-                  "--report-to", "wandb"],
-                 ["gradual", "run", "--out", str(tmp_path / "r"), "--report-to", "wandb"]):
-        monkeypatch.setattr(sys, "argv", argv)
-        with pytest.raises(SystemExit) as exc:
-            main()
-        assert exc.value.code == 2
-        assert "--report-to: wandb is not installed (pip install wandb)" in capsys.readouterr().err
-    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()  # nothing started
-
-
-def test_run_reports_stages_and_probe_counts_to_tensorboard(tmp_path: Path, tiny_model_dir: Path,
-                                                           sample_items: list[dict]) -> None:
-    from tests.test_pipeline import _config, _dataset, _env, _gradual
-
-    data = _dataset(tmp_path / "data", sample_items)
-    cfg = _config(tmp_path, tiny_model_dir, data)  # strategy "all": one stage
-    out = tmp_path / "run"
-    res = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--report-to", "tensorboard",
-                   env=_env(tmp_path))
-    assert res.returncode == 0, res.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    probe = _scalars(out / "logs" / "probe")
-    for cat in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"):  # the train split's counts per stage
-        assert probe[f"train/probe_{cat}"] == [(c["stage"], float(c["counts"][cat])) for c in summary["categories"]]
-    rows = [json.loads(x) for x in (out / "stages" / "stage1" / "metrics.jsonl").read_text().splitlines()]
-    dev = _scalars(out / "stages" / "stage1" / "logs")["eval/dev_accuracy"]
-    assert dev == [(r["step"], pytest.approx(r["dev_accuracy"])) for r in rows]
-    # Where a run reports is not part of what it computes: resuming without the flag is allowed.
-    again = _gradual("run", "--config", str(cfg), "--out", str(out), "--quiet", "--resume", env=_env(tmp_path))
-    assert again.returncode == 0, again.stderr

@@ -1,8 +1,9 @@
 """Tests of the probe cache proving what it serves (gradual.probe.cache): the key covers the tokenizer,
 tampered, swapped or malformed entries are recomputed, a moved cache still hits, and a cache folder that
-cannot be written costs one warning, not the probe. Tiny random model, a handful of items.
+cannot be written costs one warning, not the probe; a hit serves the rows computed, and
+another scorer version is a miss. Tiny random model, a handful of items.
 
-Run as: .venv/bin/pytest tests/test_probe_cache.py
+Run as: .venv/bin/pytest tests/probe/test_cache.py
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gradual.config import ProbeConfig
 from gradual.data.items import Item, item_from_dict
 from gradual.probe import cache as pcache
 from gradual.probe import probe
+from tests.conftest import items_of
 
 CFG = ProbeConfig(estimator="exact", nex=2, shots=2, max_new_tokens=4)
 
@@ -254,3 +256,31 @@ def test_read_error_is_a_miss(tmp_path: Path) -> None:
     assert pcache.load_entry(tmp_path, "k", ["a"]).state == pcache.MISS
     assert pcache.load_entry(tmp_path / "absent", "k", ["a"]).state == pcache.MISS
     assert pcache.load_entry(tmp_path / "k.json" / "x", "k", ["a"]).state == pcache.MISS  # under a non-folder
+
+
+def test_cache_hit_returns_identical_rows(tiny_lm, sample_items: list[dict], tmp_path: Path) -> None:
+    items = items_of(sample_items)
+    cfg = ProbeConfig(estimator="exact", nex=3, shots=2, max_new_tokens=4, repeat=1)
+    first = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path)
+    assert first.summary["passes_computed"] == 2
+    again = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path, engine=_NoEngine())  # type: ignore[arg-type]
+    assert [r.to_dict() for r in again.rows] == [r.to_dict() for r in first.rows]
+    assert again.summary["passes_cached"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic entries: no temp files left
+
+
+def test_probe_cache_is_keyed_by_scorer(tiny_lm, sample_items: list[dict], tmp_path, monkeypatch) -> None:
+    """Categories cached under another scorer version are recomputed, not reused."""
+    import gradual.probe.run as probe_run
+    from gradual.config import ProbeConfig
+    from gradual.data.items import item_from_dict
+    from gradual.probe import probe
+
+    items = [item_from_dict(r, "items.jsonl", i + 1) for i, r in enumerate(sample_items)]
+    cfg = ProbeConfig(estimator="exact", nex=2, shots=2, max_new_tokens=4)
+    first = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path)
+    assert first.summary["passes_computed"] == 1 and first.summary["scorer"] == probe_run.SCORER_VERSION
+    assert probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path).summary["passes_cached"] == 1
+    monkeypatch.setattr(probe_run, "SCORER_VERSION", "some-older-scorer")
+    again = probe(tiny_lm, items, None, cfg, progress=False, cache_dir=tmp_path)
+    assert again.summary["passes_cached"] == 0 and again.summary["passes_computed"] == 1

@@ -1,14 +1,16 @@
 """Tests of one source per config fact (gradual.config): every field carries its help text, every probe
 field says what it does to the cache key, the cache key of a default probe is exactly what it was (so a
 refactor cannot silently orphan every cache entry), and the flags of `gradual probe` / `gradual train`
-are generated from the fields with their defaults and help.
+are generated from the fields with their defaults and help. Every numeric range (RANGES) rejects non-finite
+values and says why it caps what it caps.
 
-Run as: .venv/bin/pytest tests/test_config_fields.py
+Run as: .venv/bin/pytest tests/test_config.py
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +19,9 @@ import typer
 from rich.markup import escape
 
 from gradual.commands import config_from, one_of
-from gradual.config import (BACKENDS, ESTIMATORS, KEY_KINDS, PROBE_FORMATS, ProbeConfig, RunConfig, Stage2Config,
-                            TrainConfig, _f, field_help)
+from gradual.config import (BACKENDS, ESTIMATORS, KEY_KINDS, PROBE_FORMATS, RANGES, Bound, ProbeConfig, RunConfig,
+                            Stage2Config, TrainConfig, _f, field_help, range_errors)
+from gradual.errors import UserError
 
 # What a default probe's cache key holds from its config (probe/run.py's base_key, the seed per pass).
 # Changing this dict changes every cache key: existing entries stop hitting. Do it on purpose only.
@@ -158,3 +161,32 @@ def test_config_from_turns_a_no_flag_back_into_its_field() -> None:
     assert config_from(ProbeConfig, {"cache": False}) == ProbeConfig()
     assert config_from(TrainConfig, {"lora": False, "chat": True}, replay_ratio=0.2) == TrainConfig(
         lora=False, chat=True, replay_ratio=0.2)
+
+
+# -- numeric ranges --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_bound_rejects_non_finite_values(value: float) -> None:
+    for key, bound in RANGES.items():
+        assert not bound.ok(value), key
+    assert not Bound().ok(value)  # even a bound with no limits
+
+
+def test_non_finite_flag_values_name_the_flag() -> None:
+    from gradual.probe.run import validate_config
+
+    with pytest.raises(UserError, match=r"--temperature: inf is not a finite number"):
+        validate_config(ProbeConfig(temperature=math.inf))
+    assert range_errors(TrainConfig(lr=math.nan), "train", flags=True) == [
+        "--lr: nan is not a finite number (allowed: > 0 and <= 10: a larger learning rate only diverges)"]
+
+
+def test_every_cap_has_a_reason_and_admits_the_defaults() -> None:
+    from gradual.config import RunConfig
+
+    for key, bound in RANGES.items():
+        assert bound.cap is None or bound.why, key
+    cfg = RunConfig()
+    assert not range_errors(cfg, "") and not any(range_errors(getattr(cfg, s), s) for s in ("probe", "train", "stage2"))
+    # The largest value a cap admits passes; one more does not.
+    assert RANGES["probe.nex"].ok(100) and not RANGES["probe.nex"].ok(101)

