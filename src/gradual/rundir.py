@@ -110,13 +110,17 @@ def train_probe_name(after_stage: int) -> str:
 
 
 @dataclass(frozen=True)
-class StageDir:
-    """One stage folder: `gradual train --out`, or a run's stages/stage<k>/."""
+class _Folder:
+    """A folder gradual writes, by its root (any path-like, kept as a Path)."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+
+class StageDir(_Folder):
+    """One stage folder: `gradual train --out`, or a run's stages/stage<k>/."""
 
     @property
     def adapter(self) -> Path:
@@ -156,14 +160,8 @@ class StageDir:
         return self.root / SCRATCH
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(_Folder):
     """One run folder (`gradual run --out`): where each of its files lives, and the run's identity."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     identity = staticmethod(run_identity)
 
@@ -247,14 +245,8 @@ class RunDir:
         return None if record is None else run_identity(record.get("config") or {})
 
 
-@dataclass(frozen=True)
-class CompareDir:
+class CompareDir(_Folder):
     """One compare folder (`gradual compare --out`): run folders under runs/, and the aggregate."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def runs_dir(self) -> Path:
