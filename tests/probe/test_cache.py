@@ -161,6 +161,9 @@ def test_swapped_entry_is_recomputed(tiny_lm, sample_items: list[dict], tmp_path
     (lambda rows: rows[0].pop("category"), "row 1: category None"),
     (lambda rows: rows[0].pop("relation"), "row 1: "),  # a required field: ProbeRow refuses it
     (lambda rows: rows[2].update(category="Known"), "row 3: category 'Known'"),
+    # A category edited by hand, numbers left: the rule no longer gives it from the row's own estimates.
+    (lambda rows: rows[0].update(category="Unknown" if rows[0]["category"] == "HighlyKnown" else "HighlyKnown"),
+     "row 1: category"),
     (lambda rows: rows[0].update(p_sample=1.5), "row 1: p_sample 1.5"),
     (lambda rows: rows[0].update(p_seen=math.nan), "row 1: p_seen nan"),
     (lambda rows: rows[0].update(p_prompts=[2.0, None]), "row 1: p_prompts"),

@@ -14,8 +14,8 @@ An entry proves what it serves. It is one JSON object, `<key>.json`:
 written atomically (temp file + rename), so a killed probe never leaves a half entry. load_entry serves
 it only if it parses, names the requested key (a copied-in entry of another probe does not), its
 checksum matches its rows (hand-edited rows do not), its ids are the probed items' ids in order, and
-every row is a valid ProbeRow: required fields present, a known category, every probability finite
-and in [0, 1]. Anything else is a bad entry: the pass is recomputed and the entry overwritten. An entry
+every row is a valid ProbeRow: required fields present, every probability finite and in [0, 1], and a
+known category that SliCK's rule gives for the row's own p_greedy / p_sample / p_seen. Anything else is a bad entry: the pass is recomputed and the entry overwritten. An entry
 that cannot be read (OSError) is a plain miss. Entries of older formats (`<key>.jsonl`) are never read.
 
 probe() records what the cache did in its summary's "cache" field, one state per pass:
@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 from gradual.atomic import write_json
 from gradual.categories import CATEGORIES
+from gradual.probe.slick import categorize
 from gradual.data.items import Item
 from gradual.prompts import PROMPT_VERSION
 
@@ -139,6 +140,10 @@ def row_problem(d: Any) -> str | None:
             return f"{name} {v!r} is not a count"
     if d.get("repeat_categories", []) != []:
         return "repeat_categories is not empty"  # a pass's rows are saved before repeats are added
+    # The category follows from the row's own estimates by SliCK's rule: a category edited by hand (and
+    # the checksum recomputed) must also agree with the numbers beside it.
+    if categorize(d["p_greedy"], d["p_sample"], p_seen=d.get("p_seen")) != d["category"]:
+        return f"category {d['category']} disagrees with the row's p_greedy / p_sample / p_seen"
     return None
 
 
