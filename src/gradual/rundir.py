@@ -160,7 +160,19 @@ class StageDir(_Folder):
         return self.root / SCRATCH
 
 
-class RunDir(_Folder):
+class _OutFolder(_Folder):
+    """A folder a command owns (`run --out`, `compare --out`): its lock and its HTML report."""
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+
+class RunDir(_OutFolder):
     """One run folder (`gradual run --out`): where each of its files lives, and the run's identity."""
 
     identity = staticmethod(run_identity)
@@ -173,13 +185,6 @@ class RunDir(_Folder):
     def summary(self) -> Path:
         return self.root / SUMMARY
 
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_NAME
 
     def probe(self, name: str) -> Path:
         return self.root / PROBE / f"{name}.jsonl"
@@ -245,7 +250,7 @@ class RunDir(_Folder):
         return None if record is None else run_identity(record.get("config") or {})
 
 
-class CompareDir(_Folder):
+class CompareDir(_OutFolder):
     """One compare folder (`gradual compare --out`): run folders under runs/, and the aggregate."""
 
     @property
@@ -267,14 +272,6 @@ class CompareDir(_Folder):
     @property
     def comparison_md(self) -> Path:
         return self.root / COMPARISON_MD
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_NAME
 
 
 __all__ = ["ADAPTER_DIR", "MODEL_DIR", "CompareDir", "RunDir", "StageDir", "run_identity", "train_probe_name"]
