@@ -174,6 +174,42 @@ def test_compare_repeats_the_design_per_exemplar_seed(tmp_path: Path, fake_pipel
     assert len(fake_pipeline.calls) == 8 and all(r["reused"] for r in again["runs"])
 
 
+def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    """A long compare read while it runs: nothing is run, the finished runs are compared, the rest named."""
+    from typer.testing import CliRunner
+
+    from gradual.cli import app
+
+    cfg = tmp_path / "c.yaml"
+    _write_config(cfg)
+    out = tmp_path / "cmp"
+    with pytest.raises(UserError, match="none of the 4 planned runs has finished"):
+        cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False, finished_only=True)
+    cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=False)  # seed 0 only
+    calls = list(fake_pipeline.calls)
+    from gradual.runlock import folder_lock
+
+    with folder_lock(out):  # the compare that is still running holds the folder; reading needs no lock
+        c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=True,
+                            finished_only=True)
+    assert fake_pipeline.calls == calls  # ran nothing
+    assert c["planned_runs"] == 4 and c["missing_runs"] == ["gradual-seed1", "maybeknown-seed1"]
+    assert [r["name"] for r in c["runs"]] == ["gradual-seed0", "maybeknown-seed0"]
+    assert c["headline"]["relative_increase"]["n"] == 1 and c["paired"][0]["n"] == 1
+    md = (out / "comparison.md").read_text()
+    assert "**Partial:** 2 of 4 planned runs (missing: gradual-seed1, maybeknown-seed1)" in md
+    assert "runs finished" in (out / "report.html").read_text()
+    res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual,maybeknown",
+                                   "--seeds", "0,1", "--out", str(out), "--finished-only", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "partial" in res.output and "2 of 4 planned runs" in res.output
+    assert fake_pipeline.calls == calls
+    # A full compare has nothing missing, and says nothing about being partial.
+    full = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False)
+    assert full["missing_runs"] == [] and full["planned_runs"] == 4
+    assert "Partial" not in (out / "comparison.md").read_text()
+
+
 def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     cfg = tmp_path / "c.yaml"
     _write_config(cfg)

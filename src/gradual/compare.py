@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from gradual.atomic import write_json, write_text
 from gradual.categories import CATEGORIES
+from gradual.errors import UserError
 from gradual.metrics import detectable_difference, mean_ci
 from gradual.report.markdown import comparison_markdown
 from gradual.rundir import CompareDir, RunDir
@@ -83,10 +84,15 @@ def run_compare(
     command: str = "",
     report: bool = True,
     exemplar_seeds: Sequence[int] | None = None,
+    finished_only: bool = False,
 ) -> dict[str, Any]:
     """Run every strategy x seed (x exemplar seed) in OUT/runs/, aggregate, write comparison.{json,md}
     and the report. `exemplar_seeds` repeats the whole design once per probe.seed, so the base
-    categorization itself varies; without it every run uses the config's probe.seed."""
+    categorization itself varies; without it every run uses the config's probe.seed.
+
+    `finished_only` runs nothing: it aggregates the planned runs that have finished (a long compare
+    read while it is still running, or after it was stopped), lists the rest in `missing_runs`, and
+    takes no folder lock, since it only reads runs and writes the comparison files atomically."""
     from gradual import distributed as dist
     from gradual.run_config import load_run_config
 
@@ -107,6 +113,9 @@ def run_compare(
     from gradual.lm.spec import check_model_spec
 
     check_model_spec(plan[0][2].model)  # one model for every run: a typo fails now, not after torch loads
+    if finished_only:
+        return _compare_finished(plan, out, list(strategies), list(seeds), config, overrides, command=command,
+                                 report=report, t0=t0)
     from gradual.runlock import folder_lock
 
     with folder_lock(out):  # one compare per folder (each run also locks its own)
@@ -157,10 +166,46 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
         for s, k, cfg, rdir in plan:
             do_run(s, k, cfg, rdir, False)
 
+    comparison = _write_comparison(plan, out, summaries, runs, strategies, seeds, config, overrides,
+                                   command=command, report=report, t0=t0)
+    dist.barrier()
+    return comparison
+
+
+def _compare_finished(plan: list[tuple[str, int, Any, Path]], out: Path, strategies: list[str], seeds: list[int],
+                      config: str | Path | None, overrides: Mapping[str, Any] | None, *, command: str,
+                      report: bool, t0: float) -> dict[str, Any]:
+    """The comparison of the planned runs that have finished with their planned config; runs nothing."""
+    summaries: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for s, k, cfg, rdir in plan:
+        summary = finished_summary(rdir, cfg)
+        if summary is None:
+            missing.append(rdir.name)
+            continue
+        summaries.append({**summary, "exemplar_seed": cfg.probe.seed})
+        runs.append({"name": rdir.name, "strategy": s, "seed": k, "exemplar_seed": cfg.probe.seed,
+                     "dir": CompareDir.run_rel(rdir.name), "reused": True, "wall_s": summary.get("wall_s")})
+    if not summaries:
+        raise UserError(f"{CompareDir(out).runs_dir}: none of the {len(plan)} planned runs has finished with this "
+                        "config yet (drop --finished-only to run them)")
+    return _write_comparison(plan, out, summaries, runs, strategies, seeds, config, overrides, command=command,
+                             report=report, t0=t0, missing=missing)
+
+
+def _write_comparison(plan: list[tuple[str, int, Any, Path]], out: Path, summaries: list[dict[str, Any]],
+                      runs: list[dict[str, Any]], strategies: list[str], seeds: list[int],
+                      config: str | Path | None, overrides: Mapping[str, Any] | None, *, command: str,
+                      report: bool, t0: float, missing: Sequence[str] = ()) -> dict[str, Any]:
+    """Aggregate, then (main process only) comparison.json, comparison.md and the report."""
+    from gradual import distributed as dist
+
     comparison = aggregate(summaries, runs, list(strategies), list(seeds),
                            sorted({p[2].probe.seed for p in plan}))
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
+                      planned_runs=len(plan), missing_runs=list(missing),
                       wall_s=round(time.time() - t0, 1))
     if dist.is_main():  # every rank ran the same runs (each sharded inside); one writes
         cdir = CompareDir(out)
@@ -170,7 +215,6 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
             from gradual.report import write_report
 
             write_report(out)
-    dist.barrier()
     return comparison
 
 

@@ -44,3 +44,38 @@ def fmt_seconds(s: Any) -> str:
     if s < 3600:
         return f"{s / 60:.1f}m"
     return f"{s / 3600:.2f}h"
+
+
+def fmt_signed(x: float, digits: int = 1, pct: bool = False) -> str:
+    return f"{100 * x:+.{digits}f}%" if pct else f"{x:+.{digits}f}"
+
+
+def fmt_paired(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
+    """`+3.3 [-10.3, +17.0] (±25.1)`: a paired difference, its 95% interval, then the smallest true
+    difference the compare detects at its power (gradual.compare._with_power's `detectable`)."""
+    if not ci or ci.get("mean") is None:
+        return "–"
+    text = fmt_signed(ci["mean"], digits, pct)
+    if ci.get("n", 0) > 1 and ci.get("lo") is not None:
+        text += f" [{fmt_signed(ci['lo'], digits, pct)}, {fmt_signed(ci['hi'], digits, pct)}]"
+    if ci.get("detectable") is not None:
+        text += f" (±{fmt_signed(ci['detectable'], digits, pct)[1:]})"
+    return text
+
+
+def power_sentence(ci: Mapping[str, Any] | None, power: float = 0.8, pct: bool = False) -> str:
+    """What a paired comparison could have detected, in words: how "not significant" is to be read."""
+    mdd = (ci or {}).get("detectable")
+    if mdd is None:
+        return "Too few pairs for a power statement (it needs at least 2)."
+    return (f"With {ci.get('n')} pairs this compare detects a true difference of "  # type: ignore[union-attr]
+            f"{fmt_signed(mdd, 1, pct)[1:]} or more with {round(100 * power)}% power (two-sided, 5%).")
+
+
+def partial_text(c: Mapping[str, Any]) -> str:
+    """`6 of 50 planned runs (missing: a, b, ...)` for a comparison of the runs finished so far
+    (`gradual compare --finished-only`); the whole list is in comparison.json's `missing_runs`."""
+    missing = list(c.get("missing_runs") or [])
+    planned = int(c.get("planned_runs") or 0)
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    return f"{planned - len(missing)} of {planned} planned runs (missing: {shown})"

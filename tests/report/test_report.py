@@ -97,6 +97,22 @@ def test_compare_report_has_every_chart(compare_dir: Path) -> None:
     assert comparison["strategies_order"] == ["gradual", "maybeknown", "all"]
 
 
+def test_compare_report_states_what_each_comparison_could_detect(compare_dir: Path) -> None:
+    """Issue 22: the report, not only comparison.md, carries the paired intervals and the power figure."""
+    from gradual.formatting import fmt_paired
+
+    html = (compare_dir / "report.html").read_text(encoding="utf-8")
+    comparison = json.loads((compare_dir / "comparison.json").read_text())
+    head = comparison["headline"]["relative_increase"]
+    mdd = f"{100 * head['detectable']:.1f}%"
+    assert f"With 3 pairs this compare detects a true difference of {mdd} or more with 80% power" in html
+    assert "Paired comparisons (A - B)" in html
+    for p in comparison["paired"]:  # every pair's row, with its interval and detectable difference
+        cell = fmt_paired(p["highly_known_after"])
+        assert "[" in cell and "(±" in cell
+        assert f"<td>{p['a']} - {p['b']}</td><td>{p['n']}</td><td>{cell}</td>" in html
+
+
 def test_report_rejects_other_folders(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="neither a run folder"):
         write_report(tmp_path)

@@ -100,6 +100,9 @@ def compare(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    finished_only: bool = typer.Option(False, "--finished-only", help="Run nothing: compare the planned runs "
+                                       "that have finished (e.g. while the same compare is still running); the "
+                                       "rest are listed as missing."),
 ) -> None:
     """Run strategies x seeds, then comparison.json, comparison.md and report.html in OUT."""
     from gradual.compare import run_compare
@@ -109,8 +112,13 @@ def compare(
     command = "gradual " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     comparison = run_compare(config, names, seed_list, out,
                              {"model": model, "data": data, "device": device, "dtype": dtype},
-                             progress=not quiet, command=command, exemplar_seeds=exemplar_list)
+                             progress=not quiet, command=command, exemplar_seeds=exemplar_list,
+                             finished_only=finished_only)
     print_comparison(comparison, console)
+    if comparison.get("missing_runs"):
+        from gradual.formatting import partial_text
+
+        console.print(f"[yellow]partial[/]: {partial_text(comparison)}")
     from gradual.rundir import CompareDir
 
     cdir = CompareDir(out)

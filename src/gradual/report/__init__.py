@@ -225,11 +225,30 @@ def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any])
     return charts
 
 
+def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
+    """Each paired comparison with its interval and the difference it could have detected (issue 22:
+    "not reproduced" must be readable as "no effect larger than X")."""
+    from gradual.formatting import fmt_paired
+
+    power = round(100 * (c.get("power") or 0.8))
+    return {"title": "Paired comparisons (A - B)", "top": True,
+            "note": "Runs pair when they share the exemplar seed (the base categories) and the training seed. "
+                    "Each cell: mean difference [95% interval] (in parentheses: the smallest true difference this "
+                    f"compare detects with {power}% power, two-sided 5%). An interval that includes 0 reads as "
+                    "\"no effect larger than that figure\", not as \"no effect\".",
+            "head": ["A - B", "pairs", "HighlyKnown after (items)", "relative HighlyKnown", "test accuracy (points)",
+                     "forgotten (items)", "retention (points)"],
+            "rows": [[f"{p['a']} - {p['b']}", str(p["n"]), fmt_paired(p.get("highly_known_after")),
+                      fmt_paired(p.get("relative_highly_known"), pct=True), fmt_paired(p.get("test_accuracy_points")),
+                      fmt_paired(p.get("forgotten")), fmt_paired(p.get("retention_points"))]
+                     for p in c.get("paired") or []]}
+
+
 def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     """The compare report's tables: strategies, accuracy by base category, runs."""
     from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
-    table = {"title": "Strategies (mean [95% interval] over seeds)",
+    table = {"title": "Strategies (mean [95% interval] over seeds)", "top": True,
              "head": ["strategy", "runs", "test accuracy", "acquired", "forgotten", "retention", "HighlyKnown after",
                       "HK after / train", "items trained per stage", "hallucination", "wall time"],
              "rows": [[name, str(s.get("n_runs")), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
@@ -252,7 +271,7 @@ def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict
 
 def compare_context(folder: Path) -> dict[str, Any]:
     """The template's context for a compare folder's report."""
-    from gradual.formatting import fmt_ci, fmt_seconds
+    from gradual.formatting import fmt_ci, fmt_seconds, partial_text, power_sentence
 
     c = _load(CompareDir(folder).comparison_json)
     strategies: dict[str, Any] = c.get("strategies") or {}
@@ -263,8 +282,10 @@ def compare_context(folder: Path) -> dict[str, Any]:
     if h:
         head = {"value": fmt_ci(h.get("relative_increase"), pct=True),
                 "text": "Relative increase in train items HighlyKnown after training, gradual over maybeknown, "
-                        f"paired by seed (mean [95% interval] over {len(h.get('per_seed') or [])} seeds; "
-                        f"absolute difference {fmt_ci(h.get('difference'), 1)} items). The paper reports about +24%."}
+                        f"paired by exemplar seed and training seed (mean [95% interval] over "
+                        f"{len(h.get('per_seed') or [])} pairs; "
+                        f"absolute difference {fmt_ci(h.get('difference'), 1)} items). The paper reports about +24%. "
+                        + power_sentence(h.get("relative_increase"), c.get("power") or 0.8, pct=True)}
     noise = c.get("noise") or {}
     links = [(r.get("name"), f"{r.get('dir')}/{REPORT}") for r in c.get("runs") or []
              if RunDir(folder / str(r.get("dir"))).report.is_file()]
@@ -272,9 +293,13 @@ def compare_context(folder: Path) -> dict[str, Any]:
         "kind": "compare",
         "title": f"gradual compare · {', '.join(strategies)}",
         "meta": [("model", c.get("model")), ("data", c.get("data")), ("strategies", ", ".join(strategies)),
-                 ("seeds", ", ".join(map(str, c.get("seeds") or []))), ("compare time", fmt_seconds(c.get("wall_s"))),
+                 ("seeds", ", ".join(map(str, c.get("seeds") or []))),
+                 *([("exemplar seeds", ", ".join(map(str, c["exemplar_seeds"])))] if len(c.get("exemplar_seeds") or []) > 1 else []),
+                 *([("runs finished", partial_text(c))] if c.get("missing_runs") else []),
+                 ("compare time", fmt_seconds(c.get("wall_s"))),
                  ("command", c.get("command") or "–"), ("report written", _now())],
-        "cards": [], "charts": charts, "tables": [table, by_cat, runs],
+        "cards": [], "charts": charts,
+        "tables": [table, *([_paired_table(c)] if c.get("paired") else []), by_cat, runs],
         "noise": {"value": fmt_ci(noise.get("flip_rate"), pct=True), "text": NOISE_TEXT},
         "headline": head, "links": links,
     }

@@ -8,31 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
-
-
-def _signed(x: float, digits: int = 1, pct: bool = False) -> str:
-    return f"{100 * x:+.{digits}f}%" if pct else f"{x:+.{digits}f}"
-
-
-def _with_mdd(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
-    """`+3.3 [-10.3, +17.0] (±25.1)`: a paired difference, its interval, the difference detectable at the power."""
-    if not ci or ci.get("mean") is None:
-        return "–"
-    text = _signed(ci["mean"], digits, pct)
-    if ci.get("n", 0) > 1:
-        text += f" [{_signed(ci['lo'], digits, pct)}, {_signed(ci['hi'], digits, pct)}]"
-    if ci.get("detectable") is not None:
-        text += f" (±{_signed(ci['detectable'], digits, pct)[1:]})"
-    return text
-
-
-def _power_sentence(ci: Mapping[str, Any], pct: bool = False) -> str:
-    mdd = ci.get("detectable")
-    if mdd is None:
-        return "(Too few pairs for a power statement.)"
-    return (f"With {ci.get('n')} pairs this compare detects a true difference of "
-            f"{_signed(mdd, 1, pct)[1:]} or more with 80% power (two-sided, 5%).")
+from gradual.formatting import fmt_ci, fmt_paired, fmt_pct, fmt_seconds, partial_text, power_sentence
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -47,6 +23,9 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
               f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
               f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
               f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
+    if c.get("missing_runs"):
+        lines += [f"**Partial:** {partial_text(c)}. Means are over the runs that finished; paired comparisons "
+                  "use only the pairs whose two runs both finished.", ""]
     lines += ["| strategy | runs | test accuracy | acquired | forgotten | retention | HighlyKnown after | "
               "HK after / train items | items trained per stage | wall time |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
@@ -69,7 +48,7 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
         rel, dif = h["relative_increase"], h["difference"]
         lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
                      f"(paired by exemplar seed and seed, n={rel.get('n')}): **{fmt_ci(rel, pct=True)}**; the paper "
-                     f"reports about +24%. Absolute difference: {fmt_ci(dif, 1)} items. {_power_sentence(rel, True)}")
+                     f"reports about +24%. Absolute difference: {fmt_ci(dif, 1)} items. {power_sentence(rel, c.get('power') or 0.8, pct=True)}")
         lines += ["", "| exemplar seed | seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|---:|"]
         for p in h["per_seed"]:
             lines.append(f"| {p.get('exemplar_seed', '–')} | {p['seed']} | {p['gradual']} | {p['maybeknown']} | "
@@ -85,9 +64,9 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                   "| A - B | pairs | HighlyKnown after (items) | relative HighlyKnown | test accuracy (points) | "
                   "forgotten (items) | retention (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for p in c["paired"]:
-            lines.append(f"| {p['a']} - {p['b']} | {p['n']} | {_with_mdd(p['highly_known_after'], 1)} | "
-                         f"{_with_mdd(p['relative_highly_known'], pct=True)} | {_with_mdd(p['test_accuracy_points'], 1)} | "
-                         f"{_with_mdd(p['forgotten'], 1)} | {_with_mdd(p['retention_points'], 1)} |")
+            lines.append(f"| {p['a']} - {p['b']} | {p['n']} | {fmt_paired(p['highly_known_after'], 1)} | "
+                         f"{fmt_paired(p['relative_highly_known'], pct=True)} | {fmt_paired(p['test_accuracy_points'], 1)} | "
+                         f"{fmt_paired(p['forgotten'], 1)} | {fmt_paired(p['retention_points'], 1)} |")
     n = c.get("noise") or {}
     lines += ["", "## Noise control", ""]
     if n.get("flip_rate", {}).get("mean") is not None:
