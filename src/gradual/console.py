@@ -141,7 +141,8 @@ def _comparison_table(comparison: Mapping[str, Any], narrow: bool) -> Table:
     show_runs = not narrow or len(runs) > 1
     how = "mean [95% interval]"
     if narrow:
-        how = "mean, ± half the 95% interval below it" + ("" if show_runs else f", {runs.pop()} runs each")
+        n = runs.pop() if not show_runs else 0
+        how = "mean, ± half the 95% interval below it" + ("" if show_runs else f", {n} run{'s' * (n != 1)} each")
     t = Table(title=f"strategies over seeds {', '.join(map(str, seeds))} — {how}", title_justify="left",
               **({"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
                  if narrow else {}))
