@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from gradual.commands import config_from, one_of
-from gradual.config import (BACKENDS, ESTIMATORS, KEY_KINDS, PROBE_FORMATS, RANGES, Bound, ProbeConfig, RunConfig,
+from gradual.config import (BACKENDS, ESTIMATORS, KEY_KINDS, PROBE_FORMATS, RANGES, Bound, EvalConfig, ProbeConfig, RunConfig,
                             Stage2Config, TrainConfig, _f, field_help, range_errors)
 from gradual.errors import UserError
 
@@ -116,7 +116,7 @@ def _params(command: str) -> dict[str, Any]:
 def _expected_help(cls: type, name: str) -> str:
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     choices = {("ProbeConfig", "estimator"): ESTIMATORS, ("ProbeConfig", "backend"): BACKENDS,
-               ("ProbeConfig", "format"): PROBE_FORMATS}.get((cls.__name__, name))
+               ("ProbeConfig", "format"): PROBE_FORMATS, ("EvalConfig", "backend"): BACKENDS}.get((cls.__name__, name))
     text = one_of(choices, f.metadata["help"]) if choices else f.metadata.get("flag_help", f.metadata["help"])
     return escape(text)
 
@@ -136,15 +136,21 @@ TRAIN_FLAGS = [("data", ["--data"]), ("out", ["--out"]), ("model", ["--model"]),
                ("seed", ["--seed"]), ("lora_r", ["--lora-r"]), ("patience", ["--patience"]), ("max_dev", ["--max-dev"]),
                ("min_dev", ["--min-dev"]), ("device", ["--device"]), ("dtype", ["--dtype"]),
                ("chat", ["--chat", "--no-chat"]), ("report_to", ["--report-to"]), ("quiet", ["--quiet"])]
+EVAL_FLAGS = [("model", ["--model"]), ("adapter", ["--adapter"]), ("run", ["--run"]), ("stage", ["--stage"]),
+              ("data", ["--data"]), ("out", ["--out"]), ("categories", ["--categories"]),
+              ("chat", ["--chat", "--no-chat"]), ("device", ["--device"]), ("dtype", ["--dtype"]),
+              ("batch_size", ["--batch-size"]), ("max_new_tokens", ["--max-new-tokens"]), ("backend", ["--backend"])]
 
 
-@pytest.mark.parametrize("command,cls,flags", [("probe", ProbeConfig, PROBE_FLAGS), ("train", TrainConfig, TRAIN_FLAGS)])
+@pytest.mark.parametrize("command,cls,flags", [("probe", ProbeConfig, PROBE_FLAGS), ("train", TrainConfig, TRAIN_FLAGS),
+                                               ("eval", EvalConfig, EVAL_FLAGS)])
 def test_command_flags_come_from_the_fields(command: str, cls: type, flags: list) -> None:
     params = _params(command)
     assert [(p.name, p.opts + p.secondary_opts) for p in params.values()] == flags
     fields = {f.name: f for f in dataclasses.fields(cls)}
     generated = [name for name in params if name in fields and name != "replay_ratio"]
-    assert len(generated) >= 12
+    # Every eval field is a flag; probe and train keep a few fields config-only (lora_alpha, warmup_ratio, ...).
+    assert len(generated) == len(fields) if command == "eval" else len(generated) >= 12
     for name in generated:
         p, f = params[name], fields[name]
         negated = f.metadata.get("flag") == f"--no-{name}"
@@ -188,5 +194,6 @@ def test_every_cap_has_a_reason_and_admits_the_defaults() -> None:
         assert bound.cap is None or bound.why, key
     cfg = RunConfig()
     assert not range_errors(cfg, "") and not any(range_errors(getattr(cfg, s), s) for s in ("probe", "train", "stage2"))
+    assert not range_errors(EvalConfig(), "eval")
     # The largest value a cap admits passes; one more does not.
     assert RANGES["probe.nex"].ok(100) and not RANGES["probe.nex"].ok(101)

@@ -12,6 +12,7 @@ import pytest
 from gradual import evaluate as ev
 from gradual.categories import CATEGORIES as CATS
 from gradual.data.items import Item
+from gradual.errors import UserError
 from tests.memorized import FACTS, memorize, memorized_model_dir
 
 HK, MK, WK, UK = CATS
@@ -116,13 +117,26 @@ def test_eval_command_writes_json_and_predictions(memorized_dir: Path, tmp_path:
 
 def test_eval_command_bad_input_is_a_user_error(tiny_model_dir: Path, tmp_path: Path) -> None:
     from gradual.evaluate import evaluate_file
-    from gradual.errors import UserError
 
     with pytest.raises(UserError, match="--data"):
         evaluate_file(str(tiny_model_dir), tmp_path / "missing.jsonl", tmp_path / "o.json")
     with pytest.raises(UserError, match="--adapter"):
         (tmp_path / "d.jsonl").write_text(json.dumps({"id": "1", "question": "q?", "answers": ["a"]}) + "\n")
         evaluate_file(str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "o.json", adapter=tmp_path / "no-adapter")
+
+
+def test_eval_flags_out_of_range_are_named_at_once(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gradual.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "--model", "no-such-model", "--data", str(tmp_path / "d.jsonl"), "--out",
+                                   str(tmp_path / "o.json"), "--batch-size", "0", "--max-new-tokens", "5000"])
+    # Both flags in one message, before the model spec is even looked at; nothing written.
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception) == ("--batch-size: 0 is out of range (>= 1); --max-new-tokens: 5000 is out of range "
+                                  "(>= 1 and <= 1024: decode buffers are preallocated per row; answers are short entities)")
+    assert not (tmp_path / "o.json").exists()
 
 
 def test_load_categories_errors_name_file_and_line(tmp_path: Path) -> None:

@@ -144,6 +144,18 @@ class Stage2Config:
 
 
 @dataclass
+class EvalConfig:
+    """Greedy exact match in the zero-shot fine-tune format: `gradual eval`'s flags (generated from these
+    fields) and the defaults of gradual.evaluate. Not part of RunConfig: a run's test evaluation takes
+    these defaults and train.chat, so adding the section would change every recorded run's identity."""
+
+    batch_size: int = _f(32, "Questions per generate call.")
+    max_new_tokens: int = _f(16, "Tokens decoded per answer.")
+    chat: bool = _f(False, "Wrap questions in the tokenizer's chat template.", flag="--chat/--no-chat")
+    backend: Backend = _f("hf", BACKEND_HELP + " Under vllm --adapter rides on a LoRA request where vLLM allows.")
+
+
+@dataclass
 class RunConfig:
     model: str = _f(DEFAULT_MODEL, "Model spec (embedded name, HF folder, .gguf, hub id).")
     data: str = _f("data/world", "Dataset folder (train/dev/test.jsonl); built automatically when it is the world "
@@ -294,6 +306,7 @@ def _cap(bound: Bound, cap: float, why: str) -> Bound:
 
 _PROMPT = "each prompt is a full few-shot pass over every item"
 _BATCH = "sequences per forward pass; more exhausts any accelerator's memory"
+_DECODE = "decode buffers are preallocated per row; answers are short entities"
 _SEED = "seeds numpy, which takes 0 to 2**32 - 1"
 _SEED_MAX = 2**32 - 1
 
@@ -310,8 +323,10 @@ RANGES: dict[str, Bound] = {
     "probe.top_k": _cap(_ge(0), 1_000_000, "larger than any vocabulary"),
     "probe.seed": _cap(_ge(0), _SEED_MAX, "the range of the training seeds"),
     "probe.batch_size": _cap(_ge(1), 65536, _BATCH),
-    "probe.max_new_tokens": _cap(_ge(1), 1024, "decode buffers are preallocated per row; answers are short entities"),
+    "probe.max_new_tokens": _cap(_ge(1), 1024, _DECODE),
     "probe.repeat": _cap(_ge(0), 100, "each repeat is another full probe"),
+    "eval.batch_size": _cap(_ge(1), 65536, _BATCH),
+    "eval.max_new_tokens": _cap(_ge(1), 1024, _DECODE),
     "train.lora_r": _cap(_ge(1), 65536, "wider than any model's hidden size"),
     "train.lora_alpha": _gt(0), "train.lora_dropout": Bound(lo=0, hi=1, hi_open=True),
     "train.epochs": _cap(_ge(1), 10000, "each epoch is a full pass over the training items"),

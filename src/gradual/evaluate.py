@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from gradual.categories import CATEGORIES, UNKNOWN
+from gradual.config import EvalConfig
 from gradual.data.items import Item
 
 # --- greedy evaluation -------------------------------------------------------------------------
@@ -60,8 +61,8 @@ def evaluate_items(
     categories: Mapping[str, str] | None = None,
     *,
     chat: bool = False,
-    batch_size: int = 32,
-    max_new_tokens: int = 16,
+    batch_size: int = EvalConfig.batch_size,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
     progress: bool = True,
     backend: str = "hf",
 ) -> EvalResult:
@@ -170,8 +171,8 @@ def evaluate_file(
     chat: bool = False,
     device: str | None = None,
     dtype: str | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 16,
+    batch_size: int = EvalConfig.batch_size,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
     progress: bool = True,
     backend: str = "hf",
     run: str | Path | None = None,

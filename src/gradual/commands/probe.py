@@ -16,18 +16,15 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from gradual.lm.spec import DEFAULT_MODEL
 from gradual.commands import config_from, with_options
-from gradual.config import BACKEND_HELP, ProbeConfig
+from gradual.config import ProbeConfig
 from gradual.distributed import is_main
 
 # Tables and messages come from the main process only under a multi-process launch.
 console = Console(quiet=not is_main())
-# rich markup would swallow [vllm]: escaped (gradual eval's --backend help).
-BACKEND_NOTE = escape(BACKEND_HELP)
 # The flags of `gradual probe`, in --help order: the command's own, and ProbeConfig's fields generated
 # from the fields (type, default, help: gradual.commands.options_from).
 FLAGS = ["data", "out", "model", "exemplars", "estimator", "nex", "shots", "samples", "temperature", "top_k", "seed",
