@@ -199,13 +199,13 @@ def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any])
         "seeds with 95% intervals."))
     levels = {name: _levels(s.get("categories") or []) for name, s in strategies.items() if s.get("categories")}
     charts.append(_chart(
-        "categories", "Train items by category after each stage (mean over seeds)",
+        "categories", "Train items by category after each stage (mean over runs)",
         plots.category_bars(levels) if levels else plots.empty("no probe results"),
         "One panel per strategy; each bar is the whole train split probed after that stage (base = before "
         "training), averaged over seeds. A run that stopped early keeps its last distribution."))
     mats = {name: s["transitions_mean"] for name, s in strategies.items() if s.get("transitions_mean")}
     charts.append(_chart(
-        "transitions", "Base → final categories (mean over seeds)",
+        "transitions", "Base → final categories (mean over runs)",
         plots.transition_heatmaps(mats, list(CATEGORIES)) if mats else plots.empty("no transitions"),
         "Rows: category under the base model; columns: after the last stage; cells: mean item count and share "
         "of the row. Compare the off-diagonal shares with the chance flip rate beside."))
@@ -248,7 +248,7 @@ def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict
     """The compare report's tables: strategies, accuracy by base category, runs."""
     from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
 
-    table = {"title": "Strategies (mean [95% interval] over seeds)", "top": True,
+    table = {"title": "Strategies (mean [95% interval] over runs)", "top": True,
              "head": ["strategy", "runs", "test accuracy", "acquired", "forgotten", "retention", "HighlyKnown after",
                       "HK after / train", "items trained per stage", "hallucination", "wall time"],
              "rows": [[name, str(s.get("n_runs")), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
