@@ -169,6 +169,7 @@ def test_compare_repeats_the_design_per_exemplar_seed(tmp_path: Path, fake_pipel
     md = (out / "comparison.md").read_text()
     assert "exemplar seeds (probe.seed, the base categorization): 0, 1" in md
     assert "## Paired comparisons" in md and "| gradual - maybeknown | 4 |" in md and "80% power" in md
+    assert "is itself uncertain" in md  # 4 pairs: the power figure says how little it rests on
     again = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False,
                             exemplar_seeds=[0, 1])
     assert len(fake_pipeline.calls) == 8 and all(r["reused"] for r in again["runs"])
@@ -276,3 +277,13 @@ def test_terminal_tables_render(tmp_path: Path, fake_pipeline: FakePipeline) -> 
     assert f"{s['highly_known']['before']} → {s['highly_known']['after']}" in text
     assert "base-Unknown" in text and "25.0%" in text
     assert "maybeknown" in text and "headline" in text and "noise control" in text
+
+
+def test_power_sentence_says_when_it_rests_on_few_pairs() -> None:
+    from gradual.formatting import power_sentence
+
+    assert power_sentence({"n": 1, "detectable": None}).startswith("Too few pairs")
+    few = power_sentence({"n": 4, "detectable": 0.077}, pct=True)
+    assert few.startswith("With 4 pairs this compare detects a true difference of 7.7% or more with 80% power")
+    assert "itself uncertain" in few
+    assert "uncertain" not in power_sentence({"n": 5, "detectable": 3.0})
