@@ -142,10 +142,8 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
         took = time.time() - start
         if not reused and took > 1.0:  # a run that only returned its summary says nothing about speed
             fresh_times.append(took)
-        # The exemplar seed is what pairs runs (with the training seed); summary.json predates it.
-        summaries.append({**summary, "exemplar_seed": cfg.probe.seed})
-        runs.append({"name": rdir.name, "strategy": s, "seed": k, "exemplar_seed": cfg.probe.seed,
-                     "dir": CompareDir.run_rel(rdir.name), "reused": reused, "wall_s": summary.get("wall_s")})
+        summaries.append(_with_exemplar_seed(summary, cfg))
+        runs.append(_run_record(s, k, cfg, rdir, summary, reused))
 
     if progress:
         from rich import get_console
@@ -172,6 +170,18 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
     return comparison
 
 
+def _with_exemplar_seed(summary: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+    # The exemplar seed is what pairs runs (with the training seed); summary.json predates it.
+    return {**summary, "exemplar_seed": cfg.probe.seed}
+
+
+def _run_record(strategy: str, seed: int, cfg: Any, rdir: Path, summary: Mapping[str, Any],
+                reused: bool) -> dict[str, Any]:
+    """One row of comparison.json's `runs`."""
+    return {"name": rdir.name, "strategy": strategy, "seed": seed, "exemplar_seed": cfg.probe.seed,
+            "dir": CompareDir.run_rel(rdir.name), "reused": reused, "wall_s": summary.get("wall_s")}
+
+
 def _compare_finished(plan: list[tuple[str, int, Any, Path]], out: Path, strategies: list[str], seeds: list[int],
                       config: str | Path | None, overrides: Mapping[str, Any] | None, *, command: str,
                       report: bool, t0: float) -> dict[str, Any]:
@@ -184,9 +194,8 @@ def _compare_finished(plan: list[tuple[str, int, Any, Path]], out: Path, strateg
         if summary is None:
             missing.append(rdir.name)
             continue
-        summaries.append({**summary, "exemplar_seed": cfg.probe.seed})
-        runs.append({"name": rdir.name, "strategy": s, "seed": k, "exemplar_seed": cfg.probe.seed,
-                     "dir": CompareDir.run_rel(rdir.name), "reused": True, "wall_s": summary.get("wall_s")})
+        summaries.append(_with_exemplar_seed(summary, cfg))
+        runs.append(_run_record(s, k, cfg, rdir, summary, reused=True))
     if not summaries:
         raise UserError(f"{CompareDir(out).runs_dir}: none of the {len(plan)} planned runs has finished with this "
                         "config yet (drop --finished-only to run them)")
