@@ -81,6 +81,14 @@ def power_sentence(ci: Mapping[str, Any] | None, power: float = 0.8, pct: bool =
 FEW_PAIRS = 5
 
 
+def paired_note(power: float = 0.8) -> str:
+    """How to read a table of paired differences (comparison.md and the report)."""
+    return ("A - B over runs paired by exemplar seed (the base categories) and training seed: mean [95% interval], "
+            "then in parentheses the smallest true difference this compare detects with "
+            f"{round(100 * power)}% power (two-sided, 5%). An interval that includes 0 reads as "
+            "\"no effect larger than that figure\", not as \"no effect\".")
+
+
 def partial_text(c: Mapping[str, Any]) -> str:
     """`6 of 50 planned runs (missing: a, b, ...)` for a comparison of the runs finished so far
     (`gradual compare --finished-only`); the whole list is in comparison.json's `missing_runs`."""

@@ -228,14 +228,9 @@ def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any])
 def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
     """Each paired comparison with its interval and the difference it could have detected (issue 22:
     "not reproduced" must be readable as "no effect larger than X")."""
-    from gradual.formatting import fmt_paired
+    from gradual.formatting import fmt_paired, paired_note
 
-    power = round(100 * (c.get("power") or 0.8))
-    return {"title": "Paired comparisons (A - B)", "top": True,
-            "note": "Runs pair when they share the exemplar seed (the base categories) and the training seed. "
-                    "Each cell: mean difference [95% interval] (in parentheses: the smallest true difference this "
-                    f"compare detects with {power}% power, two-sided 5%). An interval that includes 0 reads as "
-                    "\"no effect larger than that figure\", not as \"no effect\".",
+    return {"title": "Paired comparisons (A - B)", "top": True, "note": paired_note(c.get("power") or 0.8),
             "head": ["A - B", "pairs", "HighlyKnown after (items)", "relative HighlyKnown", "test accuracy (points)",
                      "forgotten (items)", "retention (points)"],
             "rows": [[f"{p['a']} - {p['b']}", str(p["n"]), fmt_paired(p.get("highly_known_after")),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import fmt_ci, fmt_paired, fmt_pct, fmt_seconds, partial_text, power_sentence
+from gradual.formatting import fmt_ci, fmt_paired, fmt_pct, fmt_seconds, paired_note, partial_text, power_sentence
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -56,11 +56,7 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
     else:
         lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
     if c.get("paired"):
-        power = int(round(100 * (c.get("power") or 0.8)))
-        lines += ["", "## Paired comparisons", "",
-                  f"A - B over runs paired by exemplar seed and training seed: mean [95% interval], then in "
-                  f"parentheses the smallest true difference this compare detects with {power}% power (two-sided, "
-                  f"5%). An interval that includes 0 reads as \"no effect larger than that figure\", not as \"no effect\".", "",
+        lines += ["", "## Paired comparisons", "", paired_note(c.get("power") or 0.8), "",
                   "| A - B | pairs | HighlyKnown after (items) | relative HighlyKnown | test accuracy (points) | "
                   "forgotten (items) | retention (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for p in c["paired"]:
