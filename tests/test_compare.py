@@ -170,9 +170,24 @@ def test_compare_repeats_the_design_per_exemplar_seed(tmp_path: Path, fake_pipel
     assert "exemplar seeds (probe.seed, the base categorization): 0, 1" in md
     assert "## Paired comparisons" in md and "| gradual - maybeknown | 4 |" in md and "80% power" in md
     assert "is itself uncertain" in md  # 4 pairs: the power figure says how little it rests on
-    again = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False,
+    # Each base categorization on its own: its runs' means, and the headline over its two training seeds.
+    blocks = c["by_exemplar_seed"]
+    assert [b["exemplar_seed"] for b in blocks] == [0, 1]
+    for b in blocks:
+        mine = [r for r in c["runs"] if r["exemplar_seed"] == b["exemplar_seed"]]
+        for st in ("gradual", "maybeknown"):
+            accs = [r["test_accuracy"] for r in mine if r["strategy"] == st]
+            assert b["strategies"][st]["n_runs"] == 2
+            assert b["strategies"][st]["test_accuracy"]["mean"] == pytest.approx(statistics.mean(accs))
+        rel = [p["relative"] for p in h["per_seed"] if p["exemplar_seed"] == b["exemplar_seed"]]
+        assert b["headline"]["n"] == 2 and b["headline"]["mean"] == pytest.approx(statistics.mean(rel))
+    assert "## By exemplar seed" in md and "test accuracy (exemplar seed 1)" in md
+    assert "| headline: gradual / maybeknown - 1 |" in md
+    again = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=True,
                             exemplar_seeds=[0, 1])
     assert len(fake_pipeline.calls) == 8 and all(r["reused"] for r in again["runs"])
+    html = (out / "report.html").read_text()
+    assert "By exemplar seed" in html and "HighlyKnown after (exemplar seed 0)" in html
 
 
 def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
@@ -199,7 +214,11 @@ def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline:
     assert c["headline"]["relative_increase"]["n"] == 1 and c["paired"][0]["n"] == 1
     md = (out / "comparison.md").read_text()
     assert "**Partial:** 2 of 4 planned runs (missing: gradual-seed1, maybeknown-seed1)" in md
-    assert "runs finished" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "runs finished" in html
+    # Nothing ran, so no compare time is given as if it were one; the finished runs' is (2 x 100 s).
+    assert c["finished_only"] and "--finished-only ran nothing; the finished runs took 3.3m" in md
+    assert "--finished-only ran nothing" in html
     res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual,maybeknown",
                                    "--seeds", "0,1", "--out", str(out), "--finished-only", "--quiet"])
     assert res.exit_code == 0, res.output

@@ -200,13 +200,14 @@ def _compare_finished(plan: list[tuple[str, int, Any, Path]], out: Path, strateg
         raise UserError(f"{CompareDir(out).runs_dir}: none of the {len(plan)} planned runs has finished with this "
                         "config yet (drop --finished-only to run them)")
     return _write_comparison(plan, out, summaries, runs, strategies, seeds, config, overrides, command=command,
-                             report=report, t0=t0, missing=missing)
+                             report=report, t0=t0, missing=missing, finished_only=True)
 
 
 def _write_comparison(plan: list[tuple[str, int, Any, Path]], out: Path, summaries: list[dict[str, Any]],
                       runs: list[dict[str, Any]], strategies: list[str], seeds: list[int],
                       config: str | Path | None, overrides: Mapping[str, Any] | None, *, command: str,
-                      report: bool, t0: float, missing: Sequence[str] = ()) -> dict[str, Any]:
+                      report: bool, t0: float, missing: Sequence[str] = (),
+                      finished_only: bool = False) -> dict[str, Any]:
     """Aggregate, then (main process only) comparison.json, comparison.md and the report."""
     from gradual import distributed as dist
 
@@ -214,7 +215,7 @@ def _write_comparison(plan: list[tuple[str, int, Any, Path]], out: Path, summari
                            sorted({p[2].probe.seed for p in plan}))
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
-                      planned_runs=len(plan), missing_runs=list(missing),
+                      planned_runs=len(plan), missing_runs=list(missing), finished_only=finished_only,
                       wall_s=round(time.time() - t0, 1))
     if dist.is_main():  # every rank ran the same runs (each sharded inside); one writes
         cdir = CompareDir(out)
@@ -387,6 +388,29 @@ def headline(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def by_exemplar_seed(summaries: Sequence[Mapping[str, Any]], strategies: Sequence[str]) -> list[dict[str, Any]]:
+    """Each base categorization (exemplar seed) on its own: per strategy, test accuracy and HighlyKnown
+    after over its training seeds, and the headline within it. The strategy means pool exemplar seeds, so
+    their intervals carry the spread between base categorizations; this shows whether the two agree.
+    Empty with fewer than two exemplar seeds (it would repeat the strategy table)."""
+    seeds = sorted({s["exemplar_seed"] for s in summaries if s.get("exemplar_seed") is not None})
+    if len(seeds) < 2:
+        return []
+    out = []
+    for e in seeds:
+        rows = [s for s in summaries if s.get("exemplar_seed") == e]
+        per = {st: [r for r in rows if r.get("strategy") == st] for st in strategies}
+        h = headline(rows)
+        out.append({"exemplar_seed": e,
+                    "strategies": {st: {"n_runs": len(r),
+                                        "test_accuracy": _ci(r, lambda x: _get(x, "test_accuracy", "overall"),
+                                                             proportion=True),
+                                        "highly_known_after": _ci(r, lambda x: _get(x, "highly_known", "after"))}
+                                   for st, r in per.items() if r},
+                    "headline": h["relative_increase"] if h else None})
+    return out
+
+
 def noise_control(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Chance flip rate of base categories (re-probing the base model with fresh exemplars).
 
@@ -421,6 +445,7 @@ def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str
         "categories_order": list(CATEGORIES),
         "strategies": {st: aggregate_strategy([s for s in summaries if s.get("strategy") == st]) for st in strategies},
         "headline": headline(summaries),
+        "by_exemplar_seed": by_exemplar_seed(summaries, strategies),
         "paired": paired(summaries),
         "power": POWER,
         "noise": noise_control(summaries),

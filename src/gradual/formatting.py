@@ -96,3 +96,35 @@ def partial_text(c: Mapping[str, Any]) -> str:
     planned = int(c.get("planned_runs") or 0)
     shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     return f"{planned - len(missing)} of {planned} planned runs (missing: {shown})"
+
+
+def compare_time_text(c: Mapping[str, Any]) -> str:
+    """How long a compare took; a `--finished-only` comparison ran nothing, so its own seconds would
+    read as a (false) speed figure: it names the time its runs took instead."""
+    runs = fmt_seconds(c.get("runs_wall_s"))
+    if c.get("finished_only"):
+        return f"none (--finished-only ran nothing; the finished runs took {runs})"
+    return f"{fmt_seconds(c.get('wall_s'))} (sum of run times: {runs})"
+
+
+def by_exemplar_table(c: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-exemplar-seed table (compare.by_exemplar_seed), for comparison.md and
+    the report: one row per strategy, test accuracy and HighlyKnown after under each base
+    categorization, and a last row with the headline within each."""
+    blocks = list(c.get("by_exemplar_seed") or [])
+    head = ["strategy"] + [f"{what} (exemplar seed {b['exemplar_seed']})" for b in blocks
+                           for what in ("test accuracy", "HighlyKnown after")]
+    names = [st for st in (c.get("strategies_order") or []) if any(st in b["strategies"] for b in blocks)]
+    rows = []
+    for st in names:
+        cells = [st]
+        for b in blocks:
+            x = b["strategies"].get(st) or {}
+            cells += [fmt_ci(x.get("test_accuracy"), pct=True), fmt_ci(x.get("highly_known_after"), 1)]
+        rows.append(cells)
+    if any(b.get("headline") for b in blocks):
+        cells = ["headline: gradual / maybeknown - 1"]
+        for b in blocks:
+            cells += ["", fmt_paired(b.get("headline"), pct=True)]
+        rows.append(cells)
+    return head, rows

@@ -239,6 +239,17 @@ def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
                      for p in c.get("paired") or []]}
 
 
+def _by_exemplar(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-exemplar-seed table, when the compare repeated the base categorization."""
+    from gradual.formatting import by_exemplar_table
+
+    if not c.get("by_exemplar_seed"):
+        return []
+    head, rows = by_exemplar_table(c)
+    return [{"title": "By exemplar seed (each base categorization on its own, mean over training seeds)",
+             "head": head, "rows": rows}]
+
+
 def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     """The compare report's tables: strategies, accuracy by base category, runs."""
     from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
@@ -266,7 +277,7 @@ def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict
 
 def compare_context(folder: Path) -> dict[str, Any]:
     """The template's context for a compare folder's report."""
-    from gradual.formatting import fmt_ci, fmt_seconds, partial_text, power_sentence
+    from gradual.formatting import compare_time_text, fmt_ci, partial_text, power_sentence
 
     c = _load(CompareDir(folder).comparison_json)
     strategies: dict[str, Any] = c.get("strategies") or {}
@@ -291,10 +302,10 @@ def compare_context(folder: Path) -> dict[str, Any]:
                  ("seeds", ", ".join(map(str, c.get("seeds") or []))),
                  *([("exemplar seeds", ", ".join(map(str, c["exemplar_seeds"])))] if len(c.get("exemplar_seeds") or []) > 1 else []),
                  *([("runs finished", partial_text(c))] if c.get("missing_runs") else []),
-                 ("compare time", fmt_seconds(c.get("wall_s"))),
+                 ("compare time", compare_time_text(c)),
                  ("command", c.get("command") or "–"), ("report written", _now())],
         "cards": [], "charts": charts,
-        "tables": [table, *([_paired_table(c)] if c.get("paired") else []), by_cat, runs],
+        "tables": [table, *([_paired_table(c)] if c.get("paired") else []), *_by_exemplar(c), by_cat, runs],
         "noise": {"value": fmt_ci(noise.get("flip_rate"), pct=True), "text": NOISE_TEXT},
         "headline": head, "links": links,
     }

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import fmt_ci, fmt_paired, fmt_pct, fmt_seconds, paired_note, partial_text, power_sentence
+from gradual.formatting import (by_exemplar_table, compare_time_text, fmt_ci, fmt_paired, fmt_pct, fmt_seconds,
+                                paired_note, partial_text, power_sentence)
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -21,8 +22,7 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
               + (f"; exemplar seeds (probe.seed, the base categorization): {', '.join(map(str, ex))}" if len(ex) > 1 else "")
               + ". Every cell is the mean over runs with its 95% "
               f"t-interval in brackets. Counts are train items; test accuracy is greedy exact match on the "
-              f"held-out test split. Wall time of this compare: {fmt_seconds(c.get('wall_s'))} "
-              f"(sum of run times: {fmt_seconds(c.get('runs_wall_s'))}).", ""]
+              f"held-out test split. Wall time of this compare: {compare_time_text(c)}.", ""]
     if c.get("missing_runs"):
         lines += [f"**Partial:** {partial_text(c)}. Means are over the runs that finished; paired comparisons "
                   "use only the pairs whose two runs both finished.", ""]
@@ -55,6 +55,13 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                          f"{fmt_pct(p['relative'])} |")
     else:
         lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
+    if c.get("by_exemplar_seed"):
+        head, rows = by_exemplar_table(c)
+        lines += ["", "## By exemplar seed", "",
+                  "Each base categorization on its own (means over training seeds). The tables above pool "
+                  "exemplar seeds; this shows whether they agree.", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
     if c.get("paired"):
         lines += ["", "## Paired comparisons", "", paired_note(c.get("power") or 0.8), "",
                   "| A - B | pairs | HighlyKnown after (items) | relative HighlyKnown | test accuracy (points) | "
