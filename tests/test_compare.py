@@ -177,17 +177,33 @@ def test_compare_repeats_the_design_per_exemplar_seed(tmp_path: Path, fake_pipel
         mine = [r for r in c["runs"] if r["exemplar_seed"] == b["exemplar_seed"]]
         for st in ("gradual", "maybeknown"):
             accs = [r["test_accuracy"] for r in mine if r["strategy"] == st]
+            hks = [r["highly_known_after"] for r in mine if r["strategy"] == st]
             assert b["strategies"][st]["n_runs"] == 2
             assert b["strategies"][st]["test_accuracy"]["mean"] == pytest.approx(statistics.mean(accs))
+            assert b["strategies"][st]["highly_known_after"]["mean"] == pytest.approx(statistics.mean(hks))
         rel = [p["relative"] for p in h["per_seed"] if p["exemplar_seed"] == b["exemplar_seed"]]
         assert b["headline"]["n"] == 2 and b["headline"]["mean"] == pytest.approx(statistics.mean(rel))
-    assert "## By exemplar seed" in md and "test accuracy (exemplar seed 1)" in md
-    assert "| headline: gradual / maybeknown - 1 |" in md
+    table = md.split("## By exemplar seed")[1].split("\n\n")[2].splitlines()
+    assert table[0] == ("| strategy | runs (exemplar seed 0) | test accuracy (exemplar seed 0) | HighlyKnown after "
+                        "(exemplar seed 0) | runs (exemplar seed 1) | test accuracy (exemplar seed 1) | "
+                        "HighlyKnown after (exemplar seed 1) |")
+    assert len({line.count("|") for line in table}) == 1 and len(table) == 2 + 2 + 1  # head, rule, 2 strategies, headline
+    assert table[-1].startswith("| headline: relative HighlyKnown after (pairs) | 2 |  | ")
     again = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=True,
                             exemplar_seeds=[0, 1])
     assert len(fake_pipeline.calls) == 8 and all(r["reused"] for r in again["runs"])
     html = (out / "report.html").read_text()
     assert "By exemplar seed" in html and "HighlyKnown after (exemplar seed 0)" in html
+    # A strategy with no finished run under one exemplar seed: that block leaves it (and its headline) out.
+    for name in ("maybeknown-ex1-seed0", "maybeknown-ex1-seed1"):
+        (out / "runs" / name / "summary.json").unlink()
+    part = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False,
+                           exemplar_seeds=[0, 1], finished_only=True)
+    ex0, ex1 = part["by_exemplar_seed"]
+    assert set(ex0["strategies"]) == {"gradual", "maybeknown"} and ex0["headline"]["n"] == 2
+    assert set(ex1["strategies"]) == {"gradual"} and ex1["headline"] is None
+    md = (out / "comparison.md").read_text()
+    assert "| maybeknown | 2 | " in md and md.count(" | 0 | – | – |") == 1  # maybeknown under exemplar seed 1
 
 
 def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
@@ -217,7 +233,8 @@ def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline:
     html = (out / "report.html").read_text()
     assert "runs finished" in html
     # Nothing ran, so no compare time is given as if it were one; the finished runs' is (2 x 100 s).
-    assert c["finished_only"] and "--finished-only ran nothing; the finished runs took 3.3m" in md
+    assert c["finished_only"] and "--finished-only ran nothing; sum of the finished runs' times: 3.3m" in md
+    assert c["by_exemplar_seed"] == [] and "## By exemplar seed" not in md  # one base categorization: no table
     assert "--finished-only ran nothing" in html
     res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--strategies", "gradual,maybeknown",
                                    "--seeds", "0,1", "--out", str(out), "--finished-only", "--quiet"])
@@ -227,7 +244,8 @@ def test_finished_only_compares_what_has_finished(tmp_path: Path, fake_pipeline:
     # A full compare has nothing missing, and says nothing about being partial.
     full = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False)
     assert full["missing_runs"] == [] and full["planned_runs"] == 4
-    assert "Partial" not in (out / "comparison.md").read_text()
+    md = (out / "comparison.md").read_text()
+    assert "Partial" not in md and not full["finished_only"] and "sum of run times: 6.7m" in md
 
 
 def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -> None:

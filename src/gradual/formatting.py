@@ -103,28 +103,36 @@ def compare_time_text(c: Mapping[str, Any]) -> str:
     read as a (false) speed figure: it names the time its runs took instead."""
     runs = fmt_seconds(c.get("runs_wall_s"))
     if c.get("finished_only"):
-        return f"none (--finished-only ran nothing; the finished runs took {runs})"
+        return f"none (--finished-only ran nothing; sum of the finished runs' times: {runs})"
     return f"{fmt_seconds(c.get('wall_s'))} (sum of run times: {runs})"
+
+
+BY_EXEMPLAR_NOTE = ("Each base categorization (exemplar seed) on its own: means over its training seeds. The "
+                    "strategy and category tables pool exemplar seeds, so their intervals include the spread "
+                    "between base categorizations; this shows whether the categorizations agree. Each cell "
+                    "rests on the few runs counted beside it, so its interval is wide and itself uncertain.")
 
 
 def by_exemplar_table(c: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-exemplar-seed table (compare.by_exemplar_seed), for comparison.md and
-    the report: one row per strategy, test accuracy and HighlyKnown after under each base
-    categorization, and a last row with the headline within each."""
+    the report: one row per strategy with runs, test accuracy and HighlyKnown after under each base
+    categorization, and a last row with the headline (relative HighlyKnown after, paired) within each."""
     blocks = list(c.get("by_exemplar_seed") or [])
     head = ["strategy"] + [f"{what} (exemplar seed {b['exemplar_seed']})" for b in blocks
-                           for what in ("test accuracy", "HighlyKnown after")]
+                           for what in ("runs", "test accuracy", "HighlyKnown after")]
     names = [st for st in (c.get("strategies_order") or []) if any(st in b["strategies"] for b in blocks)]
     rows = []
     for st in names:
         cells = [st]
         for b in blocks:
             x = b["strategies"].get(st) or {}
-            cells += [fmt_ci(x.get("test_accuracy"), pct=True), fmt_ci(x.get("highly_known_after"), 1)]
+            cells += [str(x.get("n_runs", 0)), fmt_ci(x.get("test_accuracy"), pct=True),
+                      fmt_ci(x.get("highly_known_after"), 1)]
         rows.append(cells)
     if any(b.get("headline") for b in blocks):
-        cells = ["headline: gradual / maybeknown - 1"]
+        cells = ["headline: relative HighlyKnown after (pairs)"]
         for b in blocks:
-            cells += ["", fmt_paired(b.get("headline"), pct=True)]
+            h = b.get("headline") or {}
+            cells += [str(h.get("n", 0)), "", fmt_paired(h or None, pct=True)]
         rows.append(cells)
     return head, rows

@@ -241,13 +241,12 @@ def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
 
 def _by_exemplar(c: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-exemplar-seed table, when the compare repeated the base categorization."""
-    from gradual.formatting import by_exemplar_table
+    from gradual.formatting import BY_EXEMPLAR_NOTE, by_exemplar_table
 
     if not c.get("by_exemplar_seed"):
         return []
     head, rows = by_exemplar_table(c)
-    return [{"title": "By exemplar seed (each base categorization on its own, mean over training seeds)",
-             "head": head, "rows": rows}]
+    return [{"title": "By exemplar seed", "note": BY_EXEMPLAR_NOTE, "head": head, "rows": rows}]
 
 
 def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict[str, Any], ...]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import (by_exemplar_table, compare_time_text, fmt_ci, fmt_paired, fmt_pct, fmt_seconds,
-                                paired_note, partial_text, power_sentence)
+from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, fmt_ci, fmt_paired,
+                                fmt_pct, fmt_seconds, paired_note, partial_text, power_sentence)
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -57,9 +57,7 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
         lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
     if c.get("by_exemplar_seed"):
         head, rows = by_exemplar_table(c)
-        lines += ["", "## By exemplar seed", "",
-                  "Each base categorization on its own (means over training seeds). The tables above pool "
-                  "exemplar seeds; this shows whether they agree.", "",
+        lines += ["", "## By exemplar seed", "", BY_EXEMPLAR_NOTE, "",
                   "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
     if c.get("paired"):
