@@ -273,6 +273,12 @@ def test_comparison_files_content(tmp_path: Path, fake_pipeline: FakePipeline) -
     assert on_disk["noise"]["flip_rate"]["mean"] == pytest.approx(0.06)
     md = (out / "comparison.md").read_text()
     assert "| gradual | 3 |" in md and "Headline" in md and "Noise control" in md and "gradual compare ..." in md
+    # A difference carries its sign on every bound (an unsigned "1.4%" beside "-6.4%" reads as a typo).
+    import re
+
+    assert re.search(r"\*\*[+-]\d+\.\d% \[[+-]\d+\.\d%, [+-]\d+\.\d%\]\*\*; the paper reports", md)
+    assert all(re.search(rf"\| {p['seed']} \| \d+ \| \d+ \| [+-]\d+\.\d% \|", md)
+               for p in c["headline"]["per_seed"])
     # Time spent in the runs: each crafted run took 100 + seed seconds, 3 strategies x seeds 0, 1, 2.
     assert c["runs_wall_s"] == on_disk["runs_wall_s"] == 3 * (100.0 + 101.0 + 102.0)
 

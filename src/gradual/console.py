@@ -21,7 +21,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from gradual.categories import CATEGORIES, SHORT, ordered
-from gradual.formatting import fmt_ci, fmt_num, fmt_pct, fmt_seconds, power_sentence
+from gradual.formatting import fmt_ci, fmt_diff, fmt_num, fmt_pct, fmt_seconds, power_sentence
 
 
 def _fits(console: Console, table: Table) -> bool:
@@ -173,7 +173,7 @@ def print_comparison(comparison: Mapping[str, Any], console: Console) -> None:
     head = comparison.get("headline")
     if head and head.get("relative_increase"):
         console.print(f"[bold]headline[/]: HighlyKnown train items after training, gradual vs maybeknown: "
-                      f"{fmt_ci(head['relative_increase'], pct=True)} (paper: about +24%). "
+                      f"{fmt_diff(head['relative_increase'], pct=True)} (paper: about +24%). "
                       + power_sentence(head["relative_increase"], comparison.get("power") or 0.8, pct=True))
     noise = comparison.get("noise") or {}
     if noise.get("flip_rate") and noise["flip_rate"].get("mean") is not None:

@@ -50,15 +50,22 @@ def fmt_signed(x: float, digits: int = 1, pct: bool = False) -> str:
     return f"{100 * x:+.{digits}f}%" if pct else f"{x:+.{digits}f}"
 
 
-def fmt_paired(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
-    """`+3.3 [-10.3, +17.0] (±25.1)`: a paired difference, its 95% interval, then the smallest true
-    difference the compare detects at its power (gradual.compare._with_power's `detectable`)."""
+def fmt_diff(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
+    """`+3.3 [-10.3, +17.0]`: a difference and its 95% interval, every bound signed (a difference's
+    sign is the finding; fmt_ci writes means, which need none)."""
     if not ci or ci.get("mean") is None:
         return "–"
     text = fmt_signed(ci["mean"], digits, pct)
     if ci.get("n", 0) > 1 and ci.get("lo") is not None:
         text += f" [{fmt_signed(ci['lo'], digits, pct)}, {fmt_signed(ci['hi'], digits, pct)}]"
-    if ci.get("detectable") is not None:
+    return text
+
+
+def fmt_paired(ci: Mapping[str, Any] | None, digits: int = 1, pct: bool = False) -> str:
+    """`+3.3 [-10.3, +17.0] (±25.1)`: fmt_diff, then the smallest true difference the compare detects
+    at its power (gradual.compare._with_power's `detectable`)."""
+    text = fmt_diff(ci, digits, pct)
+    if ci and ci.get("mean") is not None and ci.get("detectable") is not None:
         text += f" (±{fmt_signed(ci['detectable'], digits, pct)[1:]})"
     return text
 

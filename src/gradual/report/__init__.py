@@ -276,7 +276,7 @@ def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict
 
 def compare_context(folder: Path) -> dict[str, Any]:
     """The template's context for a compare folder's report."""
-    from gradual.formatting import compare_time_text, fmt_ci, partial_text, power_sentence
+    from gradual.formatting import compare_time_text, fmt_ci, fmt_diff, partial_text, power_sentence
 
     c = _load(CompareDir(folder).comparison_json)
     strategies: dict[str, Any] = c.get("strategies") or {}
@@ -285,11 +285,11 @@ def compare_context(folder: Path) -> dict[str, Any]:
     h = c.get("headline")
     head = None
     if h:
-        head = {"value": fmt_ci(h.get("relative_increase"), pct=True),
+        head = {"value": fmt_diff(h.get("relative_increase"), pct=True),
                 "text": "Relative increase in train items HighlyKnown after training, gradual over maybeknown, "
                         f"paired by exemplar seed and training seed (mean [95% interval] over "
                         f"{len(h.get('per_seed') or [])} pairs; "
-                        f"absolute difference {fmt_ci(h.get('difference'), 1)} items). The paper reports about +24%. "
+                        f"absolute difference {fmt_diff(h.get('difference'))} items). The paper reports about +24%. "
                         + power_sentence(h.get("relative_increase"), c.get("power") or 0.8, pct=True)}
     noise = c.get("noise") or {}
     links = [(r.get("name"), f"{r.get('dir')}/{REPORT}") for r in c.get("runs") or []

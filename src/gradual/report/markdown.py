@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, fmt_ci, fmt_paired,
-                                fmt_pct, fmt_seconds, paired_note, partial_text, power_sentence)
+from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, fmt_ci, fmt_diff, fmt_paired,
+                                fmt_pct, fmt_seconds, fmt_signed, paired_note, partial_text, power_sentence)
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -47,12 +47,12 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
     if h:
         rel, dif = h["relative_increase"], h["difference"]
         lines.append(f"Relative increase in train items HighlyKnown after training, gradual over maybeknown "
-                     f"(paired by exemplar seed and seed, n={rel.get('n')}): **{fmt_ci(rel, pct=True)}**; the paper "
-                     f"reports about +24%. Absolute difference: {fmt_ci(dif, 1)} items. {power_sentence(rel, c.get('power') or 0.8, pct=True)}")
+                     f"(paired by exemplar seed and seed, n={rel.get('n')}): **{fmt_diff(rel, pct=True)}**; the paper "
+                     f"reports about +24%. Absolute difference: {fmt_diff(dif)} items. {power_sentence(rel, c.get('power') or 0.8, pct=True)}")
         lines += ["", "| exemplar seed | seed | gradual | maybeknown | relative |", "|---:|---:|---:|---:|---:|"]
         for p in h["per_seed"]:
             lines.append(f"| {p.get('exemplar_seed', '–')} | {p['seed']} | {p['gradual']} | {p['maybeknown']} | "
-                         f"{fmt_pct(p['relative'])} |")
+                         f"{fmt_signed(p['relative'], pct=True) if p['relative'] is not None else '–'} |")
     else:
         lines.append("Not computed: it needs both `gradual` and `maybeknown` runs for at least one seed.")
     if c.get("by_exemplar_seed"):
