@@ -95,14 +95,16 @@ class FakePipeline:
 
     def __init__(self, n_stages: int = 2) -> None:
         self.calls: list[str] = []
+        self.stage_caches: list[Path | None] = []
         self.n_stages = n_stages
 
     def __call__(self, cfg: Any, out_dir: Path, *, resume: bool = True, progress: bool = True,
-                 command: str = "") -> dict[str, Any]:
+                 command: str = "", stage_cache: Path | None = None) -> dict[str, Any]:
         from gradual.config import to_dict
 
         out_dir = Path(out_dir)
         self.calls.append(out_dir.name)
+        self.stage_caches.append(stage_cache)
         if resume and (out_dir / "summary.json").exists():
             return json.loads((out_dir / "summary.json").read_text())
         summary = make_summary(cfg.strategy, cfg.seed, n_stages=1 if cfg.strategy == "maybeknown" else self.n_stages,

@@ -131,6 +131,7 @@ def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipelin
     out = tmp_path / "cmp"
     first = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0, 1], out, progress=False, report=False)
     assert sorted(fake_pipeline.calls) == ["gradual-seed0", "gradual-seed1", "maybeknown-seed0", "maybeknown-seed1"]
+    assert set(fake_pipeline.stage_caches) == {out / "stage-cache"}  # the runs share the stages they train alike
     assert all(not r["reused"] for r in first["runs"])
     for f in ("comparison.json", "comparison.md"):
         assert (out / f).is_file()

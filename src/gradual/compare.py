@@ -138,7 +138,8 @@ def _compare_locked(plan: list[tuple[str, int, Any, Path]], out: Path, strategie
         reused = summary is not None
         start = time.time()
         if summary is None:
-            summary = run_pipeline(cfg, rdir, resume=True, progress=inner_progress, command=command)
+            summary = run_pipeline(cfg, rdir, resume=True, progress=inner_progress, command=command,
+                                   stage_cache=CompareDir(out).stage_cache)
         took = time.time() - start
         if not reused and took > 1.0:  # a run that only returned its summary says nothing about speed
             fresh_times.append(took)

@@ -31,7 +31,7 @@ from gradual.config import RunConfig, to_dict
 from gradual.data.items import Item, load_dataset_dir, seeded_subset
 from gradual.errors import UserError
 from gradual.lm.spec import check_model_spec
-from gradual.rundir import RunDir, train_probe_name
+from gradual.rundir import RunDir, StageDir, train_probe_name
 
 if TYPE_CHECKING:  # torch loads only when a model does: a bad config or --model fails in a second
     from gradual.lm.load import LoadedModel
@@ -108,8 +108,12 @@ def _check_run_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
 class Pipeline:
     """One run: holds the config, the run folder and the categories history."""
 
-    def __init__(self, cfg: RunConfig, out: Path, *, progress: bool = True, command: str = "") -> None:
+    def __init__(self, cfg: RunConfig, out: Path, *, progress: bool = True, command: str = "",
+                 stage_cache: Path | None = None) -> None:
+        from gradual.train.cache import StageCache
+
         self.cfg, self.out, self.progress, self.command = cfg, out, progress, command
+        self.stage_cache = StageCache(stage_cache) if stage_cache is not None else None
         self.rd = RunDir(out)
         self.t0 = time.time()
 
@@ -248,16 +252,48 @@ class Pipeline:
             _say(f"stage {k}: training on {len(plan.items)} items ({comp})"
                  + (f", replay pool {len(plan.replay)}" if plan.replay else ""))
             lm = self.model_after(k - 1)
-            res = train_stage(lm, plan.items, data.dev, plan.train, sdir, replay_items=plan.replay,
-                              progress=self.progress, name=plan.name, tracker_name=self.tracker_name(plan.name))
-            record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
-                          wall_s=round(res.wall_s, 2))
-            del lm, res
+            cached = self._cached_stage(lm, plan, data, sdir)
+            if cached is not None:
+                record.update(cached)
+            else:
+                res = train_stage(lm, plan.items, data.dev, plan.train, sdir, replay_items=plan.replay,
+                                  progress=self.progress, name=plan.name, tracker_name=self.tracker_name(plan.name))
+                record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
+                              wall_s=round(res.wall_s, 2))
+                if self.stage_cache is not None:
+                    if dist.is_main():
+                        self.stage_cache.put(self._stage_key, sdir, plan.train.lora)
+                    record["stage_cache"] = "miss"
+                del res
+            del lm
         elif dist.is_main():
             sdir.mkdir(parents=True, exist_ok=True)
         if dist.is_main():
             write_json(done, record)
         return record
+
+    def _cached_stage(self, lm: LoadedModel, plan: Any, data: RunData, sdir: Path) -> dict[str, Any] | None:
+        """With a stage cache (compare): the record fields of this stage copied from the cache, or None
+        (then the stage is trained and put there; self._stage_key names it)."""
+        if self.stage_cache is None:
+            return None
+        from gradual.train.cache import stage_key
+
+        t0 = time.perf_counter()
+        cache = self.stage_cache
+        self._stage_key = dist.on_main(lambda: stage_key(lm, plan.items, plan.replay, data.dev, plan.train,
+                                                         dist.world_size()))
+        entry = dist.on_main(lambda: cache.get(self._stage_key, plan.train.lora))
+        if entry is None:
+            return None
+        if dist.is_main():
+            cache.copy_to(entry, sdir)
+        dist.barrier()
+        st = dist.on_main(lambda: read_json(StageDir(sdir).stage_json)) or {}
+        _say(f"{plan.name}: trained before with the same weights, items and settings; taken from {entry}")
+        return {"n_replay": st.get("n_replay", 0), "best_epoch": st.get("best_epoch"),
+                "dev_accuracy": st.get("dev_accuracy"), "wall_s": round(time.perf_counter() - t0, 2),
+                "stage_cache": "hit"}
 
     def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
                stage_records: list[dict[str, Any]], base_train: Any, base_test: Any) -> dict[str, Any]:
@@ -323,8 +359,9 @@ def _say(msg: str) -> None:
 
 
 def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress: bool = True,
-                 command: str = "") -> dict[str, Any]:
-    """Run (or resume, or just return) one run of `cfg` in `out_dir`; returns summary.json's content."""
+                 command: str = "", stage_cache: Path | None = None) -> dict[str, Any]:
+    """Run (or resume, or just return) one run of `cfg` in `out_dir`; returns summary.json's content.
+    `stage_cache` (compare's OUT/stage-cache) serves stages other runs already trained identically."""
     from gradual.strategies import check_strategies
 
     check_strategies([cfg.strategy], "--strategy")
@@ -341,10 +378,11 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, *, resume: bool = True, progress
 
     # Locked before the folder's state is read: two runs on one folder never both start.
     with folder_lock(out_dir):
-        return _run_locked(cfg, out_dir, resume=resume, progress=progress, command=command)
+        return _run_locked(cfg, out_dir, resume=resume, progress=progress, command=command, stage_cache=stage_cache)
 
 
-def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, command: str) -> dict[str, Any]:
+def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, command: str,
+                stage_cache: Path | None = None) -> dict[str, Any]:
     _check_run_dir(out_dir, cfg, resume)
     rd = RunDir(out_dir)
     finished = read_json(rd.summary) if resume else None
@@ -363,7 +401,8 @@ def _run_locked(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool, 
     # Under a launcher: every rank has read the folder's state (the checks above) before main changes it.
     dist.setup(cfg.device)
     dist.barrier()
-    summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command).run(data)
+    summary = Pipeline(cfg, out_dir, progress=progress and dist.is_main(), command=command,
+                       stage_cache=stage_cache).run(data)
     if dist.is_main():
         from gradual.report import write_report
 

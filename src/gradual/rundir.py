@@ -72,6 +72,7 @@ REPORT = "report.html"
 PROBE = "probe"
 STAGES = "stages"
 STAGE_RECORD = "record.json"
+STAGE_CACHE = "stage-cache"
 EVAL = "eval"
 
 # A compare folder's contents.
@@ -264,6 +265,11 @@ class CompareDir(_OutFolder):
 
     def run(self, name: str) -> RunDir:
         return RunDir(self.root / self.run_rel(name))
+
+    @property
+    def stage_cache(self) -> Path:
+        """Stages trained once for every run of the compare that shares them (gradual.train.cache)."""
+        return self.root / STAGE_CACHE
 
     @property
     def comparison_json(self) -> Path:
