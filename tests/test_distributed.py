@@ -93,16 +93,13 @@ def _categories(run: Path, name: str) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_items: list,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradual.run_config import load_run_config
-    from gradual.pipeline import run_pipeline
-
-    for split in ("train", "dev", "test"):  # 13 items: shards of 7 and 6
+def _launch_config(tmp_path: Path, model: Path, sample_items: list) -> Path:
+    """A run config of 13 items per split (shards of 7 and 6) and one small real stage, written to a file."""
+    for split in ("train", "dev", "test"):
         write_jsonl(tmp_path / "data" / f"{split}.jsonl",
                     [dict(r, id=f"{split}-{r['id']}") for r in sample_items[:13]])
     cfg = {
-        "model": str(tiny_model_dir), "data": str(tmp_path / "data"), "strategy": "all", "seed": 0,
+        "model": str(model), "data": str(tmp_path / "data"), "strategy": "all", "seed": 0,
         "device": "cpu", "dtype": "fp32",
         "probe": {"estimator": "sample", "nex": 2, "shots": 2, "samples": 2, "max_new_tokens": 4, "batch_size": 8},
         # A real DDP stage (2 epochs, checkpoints, best-epoch reload, merge) with a learning rate so small
@@ -113,6 +110,15 @@ def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_it
     }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
+    return cfg_path
+
+
+def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_items: list,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradual.run_config import load_run_config
+    from gradual.pipeline import run_pipeline
+
+    cfg_path = _launch_config(tmp_path, tiny_model_dir, sample_items)
 
     one, two = tmp_path / "one", tmp_path / "two"
     monkeypatch.setenv("GRADUAL_CACHE", str(tmp_path / "cache1"))
@@ -149,3 +155,23 @@ def test_two_processes_match_one(tmp_path: Path, tiny_model_dir: Path, sample_it
     steps = [[r["step"] for r in map(json.loads, (run / "stages" / "stage1" / "metrics.jsonl").read_text().splitlines())]
              for run in (one, two)]
     assert steps[0] == steps[1] == [4, 8]  # 13 items, batch 4: 4 steps per epoch
+
+
+def test_two_processes_share_a_compare_stage(tmp_path: Path, tiny_model_dir: Path, sample_items: list) -> None:
+    """The stage cache under a launch: `all` trains the same stage under both exemplar seeds, so the
+    second run is served the first one's stage (every rank agrees, main copies it) and ends whole."""
+    cfg_path = _launch_config(tmp_path, tiny_model_dir, sample_items)
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "gradual.cli", "compare", "--config", str(cfg_path), "--strategies", "all", "--seeds", "0",
+           "--exemplar-seeds", "0,1", "--out", str(out), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "cache"), timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    first, second = (json.loads((out / "runs" / f"all-ex{e}-seed0" / "summary.json").read_text()) for e in (0, 1))
+    assert [s["stage_cache"] for s in (first["stages"][0], second["stages"][0])] == ["miss", "hit"]
+    adapters = [(out / "runs" / f"all-ex{e}-seed0" / "stages" / "stage1" / "adapter" / "adapter_model.safetensors")
+                for e in (0, 1)]
+    assert adapters[0].read_bytes() == adapters[1].read_bytes()
+    assert first["test_accuracy"] == second["test_accuracy"]  # the same trained model, evaluated alike
+    assert not [p for p in (out / "stage-cache").iterdir() if p.name.startswith(".")]  # no temp entry left
