@@ -49,6 +49,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/probe_speed.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/stage_cache.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) runs .pytest_cache

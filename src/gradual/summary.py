@@ -38,3 +38,16 @@ def build_summary(*, strategy: str, model: str, fingerprint: str | None, seed: i
                   "repeats": noise.get("repeats", 0)},
         **wall,
     }
+
+
+TIMINGS = ("wall_s", "steps_wall_s", "process_wall_s", "stage_cache")
+
+
+def results_only(summary: Any) -> Any:
+    """A summary without its timings and the stage cache's note: what training and probing produced,
+    which two runs of the same config must share whether or not a stage came from the cache."""
+    if isinstance(summary, Mapping):
+        return {k: results_only(v) for k, v in summary.items() if k not in TIMINGS}
+    if isinstance(summary, list):
+        return [results_only(v) for v in summary]
+    return summary

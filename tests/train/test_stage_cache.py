@@ -9,18 +9,8 @@ from typing import Any
 
 import pytest
 
+from gradual.summary import results_only
 from tests.test_two_stage import _config
-
-WALL = ("wall_s", "steps_wall_s", "process_wall_s", "stage_cache")
-
-
-def _results(summary: Any) -> Any:
-    """A summary without its timings (and the cache's own note): what training and probing produced."""
-    if isinstance(summary, dict):
-        return {k: _results(v) for k, v in summary.items() if k not in WALL}
-    if isinstance(summary, list):
-        return [_results(v) for v in summary]
-    return summary
 
 
 def test_a_shared_stage_is_trained_once_with_identical_results(two_stage: tuple[Path, Path], tmp_path: Path,
@@ -48,7 +38,7 @@ def test_a_shared_stage_is_trained_once_with_identical_results(two_stage: tuple[
     # Without the cache the stage is trained, and everything after it comes out the same.
     plain = run_pipeline(_config(model, data, "maybeknown"), tmp_path / "plain", progress=False)
     assert trained == ["stage1", "stage2", "stage1"] and "stage_cache" not in plain["stages"][0]
-    assert _results(m) == _results(plain)
+    assert results_only(m) == results_only(plain)
     served, own = (tmp_path / d / "stages" / "stage1" / "adapter" / "adapter_model.safetensors"
                    for d in ("maybeknown", "plain"))
     assert served.read_bytes() == own.read_bytes()
