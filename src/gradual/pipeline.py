@@ -261,8 +261,8 @@ class Pipeline:
                 record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
                               wall_s=round(res.wall_s, 2))
                 if self.stage_cache is not None:
-                    if dist.is_main():
-                        self.stage_cache.put(self._stage_key, sdir, plan.train.lora)
+                    cache, key = self.stage_cache, self._stage_key
+                    dist.on_main(lambda: cache.try_put(key, sdir, plan.train.lora))
                     record["stage_cache"] = "miss"
                 del res
             del lm
@@ -286,9 +286,7 @@ class Pipeline:
         entry = dist.on_main(lambda: cache.get(self._stage_key, plan.train.lora))
         if entry is None:
             return None
-        if dist.is_main():
-            cache.copy_to(entry, sdir)
-        dist.barrier()
+        dist.on_main(lambda: cache.copy_to(entry, sdir))  # a failure raises on every rank, not only main
         st = dist.on_main(lambda: read_json(StageDir(sdir).stage_json)) or {}
         _say(f"{plan.name}: trained before with the same weights, items and settings; taken from {entry}")
         return {"n_replay": st.get("n_replay", 0), "best_epoch": st.get("best_epoch"),

@@ -45,3 +45,31 @@ def test_a_shared_stage_is_trained_once_with_identical_results(two_stage: tuple[
     # Other settings are another stage: a different learning rate trains.
     run_pipeline(_config(model, data, "maybeknown", lr=0.02), tmp_path / "lr", progress=False, stage_cache=stages)
     assert trained[-1] == "stage1" and len(trained) == 4
+
+
+def test_cache_entries_are_whole_and_a_full_cache_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gradual.train.cache import StageCache
+
+    stage = tmp_path / "stage1"
+    (stage / "adapter").mkdir(parents=True)
+    (stage / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (stage / "stage.json").write_text("{}")
+    (stage / "record.json").write_text("{}")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    with caplog.at_level("WARNING"):  # the stage was trained: the run goes on without the entry
+        assert StageCache(blocked).try_put("k", stage, lora=True) is False
+    assert "could not keep this stage" in caplog.text
+    cache = StageCache(tmp_path / "cache")
+    assert cache.try_put("k", stage, lora=True) and cache.get("k", lora=True) is not None
+    assert cache.get("k", lora=False) is None  # a LoRA entry has no full model/
+    assert not (tmp_path / "cache" / "k" / "record.json").exists()  # per-run records stay with their run
+    damaged = tmp_path / "cache" / "k" / "stage.json"
+    damaged.unlink()  # a hard link to the run's file: replace it, as every gradual write does, not edit it
+    damaged.write_text("{trunc")  # damaged: not served, then replaced
+    assert cache.get("k", lora=True) is None
+    cache.put("k", stage, lora=True)
+    assert cache.get("k", lora=True) is not None and [p.name for p in (tmp_path / "cache").iterdir()] == ["k"]
+    served = tmp_path / "run" / "stages" / "stage1"
+    StageCache.copy_to(tmp_path / "cache" / "k", served)
+    assert (served / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"

@@ -58,11 +58,12 @@ _UNIT_FIELDS = ("p_greedy", "p_sample")  # required probabilities
 _COUNT_FIELDS = ("n_greedy_correct", "n_samples", "n_sample_correct", "n_prompts", "n_scored")
 
 
-@lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
-    """major.minor of the libraries whose upgrades can change a probe's numbers (kernels, tokenizers)."""
+@lru_cache(maxsize=4)
+def library_versions(names: tuple[str, ...] = ("torch", "transformers")) -> dict[str, str]:
+    """major.minor of the libraries whose upgrades can change a probe's numbers (kernels, tokenizers);
+    the stage cache (gradual.train.cache) names more."""
     out = {}
-    for name in ("torch", "transformers"):
+    for name in names:
         try:
             out[name] = ".".join(importlib.metadata.version(name).split("+")[0].split(".")[:2])
         except importlib.metadata.PackageNotFoundError:

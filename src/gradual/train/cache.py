@@ -9,9 +9,11 @@ weights), and a strategy that ignores the categories (`all`) trains the very sam
 exemplar seed. On the 1,000-item compare re-training identical stages was 30% of the run time.
 
 An entry is keyed by everything the trained weights depend on: the starting weights and tokenizer
-(LoadedModel.fingerprint), device type, dtype and process count, the train items in order, the replay
-pool, the dev items, the resolved TrainConfig (seed included), TRAIN_VERSION and the torch /
-transformers versions. Training is deterministic for one key on one machine (on CPU the shared stage
+(LoadedModel.fingerprint), device type, dtype, process count and FSDP/DeepSpeed launch flags, the train
+items in order, the replay pool, the dev items, the resolved TrainConfig (seed included; not report_to),
+TRAIN_VERSION, PROMPT_VERSION (the fine-tune text format) and the torch / transformers / peft /
+accelerate versions. A cache that cannot be written (disk full, read-only) costs a warning, not the
+run: the stage was trained, the run goes on without the entry. Training is deterministic for one key on one machine (on CPU the shared stage
 1 of `gradual` and `maybeknown` gave equal categories in every block of that compare; GPU kernels
 may not be bit-exact, and then a hit gives every sharing run the same one of the possible stage-1
 models, which is what a paired comparison wants).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -38,7 +41,12 @@ from gradual.atomic import read_json
 from gradual.data.items import Item
 from gradual.rundir import LOGS, SCRATCH, STAGE_RECORD, StageDir
 
+log = logging.getLogger(__name__)
+
 TRAIN_VERSION = 1  # bump when train_stage's results for the same inputs change
+# FSDP / DeepSpeed launches train (and checkpoint) differently from plain DDP.
+SHARDING_ENV = ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+_LIBRARIES = ("torch", "transformers", "peft", "accelerate")  # peft builds and initialises the LoRA weights
 _NOT_CACHED = (STAGE_RECORD, LOGS, SCRATCH)  # per-run files: the run that hits writes its own
 
 
@@ -46,10 +54,13 @@ def stage_key(lm: Any, items: Sequence[Item], replay: Sequence[Item], dev: Seque
               world_size: int) -> str:
     """The cache key of training `items` (+ `replay` pool) from `lm`'s weights with `train` settings."""
     from gradual.probe.cache import items_hash, library_versions
+    from gradual.prompts import PROMPT_VERSION
 
     param = next(iter(lm.model.parameters()))
-    parts = {"train_version": TRAIN_VERSION, "libraries": library_versions(), "weights": lm.fingerprint,
-             "device": param.device.type, "dtype": str(param.dtype), "world_size": world_size,
+    parts = {"train_version": TRAIN_VERSION, "prompt_version": PROMPT_VERSION,
+             "libraries": library_versions(_LIBRARIES),
+             "weights": lm.fingerprint, "device": param.device.type, "dtype": str(param.dtype),
+             "world_size": world_size, "sharded": {k: os.environ.get(k, "") for k in SHARDING_ENV},
              "items": items_hash(items), "replay": items_hash(replay), "dev": items_hash(dev),
              # Trackers log the training; they do not change it.
              "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "report_to"}}
@@ -81,6 +92,17 @@ class StageCache:
         shutil.copytree(stage_dir, tmp, ignore=shutil.ignore_patterns(*_NOT_CACHED), copy_function=_link_or_copy)
         shutil.rmtree(final, ignore_errors=True)  # a damaged entry (the check above failed)
         os.replace(tmp, final)
+
+    def try_put(self, key: str, stage_dir: Path, lora: bool) -> bool:
+        """put(), but a cache that cannot take the entry is a warning: the cache only saves time."""
+        try:
+            self.put(key, stage_dir, lora)
+            return True
+        except OSError as exc:
+            shutil.rmtree(self.root / f".{key}.tmp-{os.getpid()}", ignore_errors=True)
+            log.warning("stage cache %s: could not keep this stage (%s); runs that share it will train it again",
+                        self.root, exc)
+            return False
 
     @staticmethod
     def copy_to(entry: Path, stage_dir: Path) -> None:
