@@ -252,7 +252,7 @@ class Pipeline:
             _say(f"stage {k}: training on {len(plan.items)} items ({comp})"
                  + (f", replay pool {len(plan.replay)}" if plan.replay else ""))
             lm = self.model_after(k - 1)
-            cached = self._cached_stage(lm, plan, data, sdir)
+            key, cached = self._cached_stage(lm, plan, data, sdir)
             if cached is not None:
                 record.update(cached)
             else:
@@ -260,8 +260,8 @@ class Pipeline:
                                   progress=self.progress, name=plan.name, tracker_name=self.tracker_name(plan.name))
                 record.update(n_replay=res.n_replay, best_epoch=res.best_epoch, dev_accuracy=res.dev_accuracy,
                               wall_s=round(res.wall_s, 2))
-                if self.stage_cache is not None:
-                    cache, key = self.stage_cache, self._stage_key
+                if self.stage_cache is not None and key is not None:
+                    cache = self.stage_cache
                     dist.on_main(lambda: cache.try_put(key, sdir, plan.train.lora))
                     record["stage_cache"] = "miss"
                 del res
@@ -272,26 +272,26 @@ class Pipeline:
             write_json(done, record)
         return record
 
-    def _cached_stage(self, lm: LoadedModel, plan: Any, data: RunData, sdir: Path) -> dict[str, Any] | None:
-        """With a stage cache (compare): the record fields of this stage copied from the cache, or None
-        (then the stage is trained and put there; self._stage_key names it)."""
+    def _cached_stage(self, lm: LoadedModel, plan: Any, data: RunData,
+                      sdir: Path) -> tuple[str | None, dict[str, Any] | None]:
+        """(the stage's cache key, its record fields copied from the cache): (None, None) without a
+        stage cache (a lone run), (key, None) on a miss (train it, then put it under key)."""
         if self.stage_cache is None:
-            return None
+            return None, None
         from gradual.train.cache import stage_key
 
         t0 = time.perf_counter()
         cache = self.stage_cache
-        self._stage_key = dist.on_main(lambda: stage_key(lm, plan.items, plan.replay, data.dev, plan.train,
-                                                         dist.world_size()))
-        entry = dist.on_main(lambda: cache.get(self._stage_key, plan.train.lora))
+        key = dist.on_main(lambda: stage_key(lm, plan.items, plan.replay, data.dev, plan.train, dist.world_size()))
+        entry = dist.on_main(lambda: cache.get(key, plan.train.lora))
         if entry is None:
-            return None
+            return key, None
         dist.on_main(lambda: cache.copy_to(entry, sdir))  # a failure raises on every rank, not only main
         st = dist.on_main(lambda: read_json(StageDir(sdir).stage_json)) or {}
         _say(f"{plan.name}: trained before with the same weights, items and settings; taken from {entry}")
-        return {"n_replay": st.get("n_replay", 0), "best_epoch": st.get("best_epoch"),
-                "dev_accuracy": st.get("dev_accuracy"), "wall_s": round(time.perf_counter() - t0, 2),
-                "stage_cache": "hit"}
+        return key, {"n_replay": st.get("n_replay", 0), "best_epoch": st.get("best_epoch"),
+                     "dev_accuracy": st.get("dev_accuracy"), "wall_s": round(time.perf_counter() - t0, 2),
+                     "stage_cache": "hit"}
 
     def finish(self, lm: LoadedModel, data: RunData, history: list[dict[str, str]],
                stage_records: list[dict[str, Any]], base_train: Any, base_test: Any) -> dict[str, Any]:
