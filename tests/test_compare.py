@@ -125,6 +125,62 @@ def test_aggregate_strategy_means() -> None:
     assert noise["flip_rate"]["n"] == 2 and noise["flip_rate"]["mean"] == pytest.approx(0.055)
 
 
+def test_probe_free_runs_count_once_per_training() -> None:
+    """`all` reads no probe: under two exemplar seeds one training seed trains one model, so its six
+    runs are three trainings and its intervals (and its paired comparisons') must rest on three values,
+    not on six that would pretend to be independent."""
+    from gradual.report.markdown import comparison_markdown
+
+    acc = {0: 0.40, 1: 0.43, 2: 0.37}  # one model per training seed: the same test accuracy under both
+    runs = []
+    for e in (0, 1):
+        for k in (0, 1, 2):
+            a = make_summary("all", k, exemplar_seed=e)
+            a["exemplar_seed"], a["test_accuracy"]["overall"] = e, acc[k]
+            a["highly_known"]["after"] = 50 + 10 * k + 3 * e  # the re-probe differs with the exemplars
+            m = make_summary("maybeknown", k, exemplar_seed=e)
+            m["exemplar_seed"], m["highly_known"]["after"] = e, 40 + 7 * k - 5 * e + (k == 2) * e
+            runs += [a, m]
+    c = cmp.aggregate(runs, [{"name": f"r{i}", "dir": f"runs/r{i}"} for i in range(len(runs))], ["all", "maybeknown"], [0, 1, 2])
+    al, mk = c["strategies"]["all"], c["strategies"]["maybeknown"]
+    assert (al["n_runs"], al["n_trainings"], mk["n_runs"], mk["n_trainings"]) == (6, 3, 6, 6)
+    assert al["test_accuracy"]["n"] == 3 and al["test_accuracy"]["sd"] == pytest.approx(statistics.stdev(acc.values()))
+    hk = [statistics.mean([50 + 10 * k, 53 + 10 * k]) for k in (0, 1, 2)]
+    assert al["highly_known_after"]["mean"] == pytest.approx(statistics.mean(hk))
+    assert al["highly_known_after"]["sd"] == pytest.approx(statistics.stdev(hk))
+    assert mk["test_accuracy"]["n"] == 6  # a strategy that reads the probe trains anew under each exemplar seed
+    (p,) = [p for p in c["paired"] if (p["a"], p["b"]) == ("all", "maybeknown")]
+    diffs = {(e, k): (50 + 10 * k + 3 * e) - (40 + 7 * k - 5 * e + (k == 2) * e) for e in (0, 1) for k in (0, 1, 2)}
+    per_training = [statistics.mean([diffs[0, k], diffs[1, k]]) for k in (0, 1, 2)]
+    assert (p["n"], p["n_trainings"], p["highly_known_after"]["n"]) == (6, 3, 3)
+    assert p["highly_known_after"]["sd"] == pytest.approx(statistics.stdev(per_training))
+    md = comparison_markdown(c)
+    assert "| all | 6 (3 trainings) |" in md and "| maybeknown | 6 |" in md
+    assert "| all - maybeknown | 6 (3 trainings) |" in md and "all reads no probe" in md
+    # One exemplar seed: nothing is shared, so nothing is folded and no note is written.
+    one = cmp.aggregate([r for r in runs if r["exemplar_seed"] == 0], [{"name": "r", "dir": "runs/r"}] * 6, ["all", "maybeknown"], [0, 1, 2])
+    assert one["strategies"]["all"]["n_trainings"] == 3 and one["strategies"]["all"]["test_accuracy"]["n"] == 3
+    assert "reads no probe" not in comparison_markdown(one) and "| all | 3 |" in comparison_markdown(one)
+
+
+def test_report_and_terminal_name_the_trainings(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    from rich.console import Console
+
+    from gradual.console import print_comparison
+
+    cfg = tmp_path / "c.yaml"
+    _write_config(cfg)
+    out = tmp_path / "cmp"
+    c = cmp.run_compare(cfg, ["all", "maybeknown"], [0, 1], out, progress=False, report=True, exemplar_seeds=[0, 1])
+    html = (out / "report.html").read_text()
+    assert "4 (2 trainings)" in html and "all reads no probe" in html
+    for width, cell in ((250, "4 (2 trainings)"), (80, "4*")):  # the wide table, and the narrow one with a mark
+        console = Console(width=width, record=True)
+        print_comparison(c, console)
+        text = console.export_text()
+        assert cell in text and "all reads no probe" in text and "maybeknown" in text
+
+
 def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     cfg = tmp_path / "c.yaml"
     _write_config(cfg)

@@ -156,3 +156,26 @@ def test_registry_and_errors() -> None:
         plan_stage("all", 1, ITEMS, [{**H0, "a": "Known"}], RunConfig())
     with pytest.raises(ValueError, match="need 2"):
         plan_stage("gradual", 2, ITEMS, [H0], RunConfig())
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_probe_free_strategies_are_the_ones_that_read_no_probe(name: str) -> None:
+    """compare counts a PROBE_FREE strategy's runs under different exemplar seeds as one training: that
+    is only honest if its plans ignore the categories, and only complete if no other strategy does."""
+    from gradual.strategies import PROBE_FREE
+
+    other0 = dict(zip(IDS, [M, U, H, W, M, H, W, M]))  # another base categorization of the same items
+    other1 = dict(zip(IDS, [M, H, H, M, H, U, W, H]))
+    cfg = RunConfig(seed=1)
+
+    def plans(history: list[dict[str, str]]) -> list[tuple[str, list[str], list[str]]]:
+        out = []
+        for stage in (1, 2):
+            p = plan_stage(name, stage, ITEMS, history[:stage], cfg)
+            if p is None:
+                break
+            out.append((p.name, ids(p), [it.id for it in p.replay]))
+        return out
+
+    same = plans([H0, H1]) == plans([other0, other1])
+    assert same == (name in PROBE_FREE)

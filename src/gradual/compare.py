@@ -9,6 +9,9 @@ over runs with a t-interval (gradual.metrics.mean_ci); the headline is the paper
 acquired" figure. Comparisons between strategies are paired: two runs pair when they share the
 training seed and the exemplar seed (probe.seed), so they start from the same base categories; each
 paired difference carries the smallest difference the compare could have detected at 80% power.
+Intervals count trainings, not runs: a strategy that reads no probe (strategies.PROBE_FREE, `all`)
+trains one model per training seed whatever the exemplar seed, so those runs are averaged into one
+value first (`n_trainings` beside `n_runs`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from gradual.atomic import write_json, write_text
 from gradual.categories import CATEGORIES
@@ -26,6 +29,7 @@ from gradual.errors import UserError
 from gradual.metrics import detectable_difference, mean_ci
 from gradual.report.markdown import comparison_markdown
 from gradual.rundir import CompareDir, RunDir
+from gradual.strategies import PROBE_FREE
 
 COUNT_BOUNDS = (0.0, math.inf)
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
@@ -253,10 +257,31 @@ def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
     return cur
 
 
+def _training_key(s: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies a run's training: (exemplar seed, training seed), since the exemplar seed sets the
+    base categories the strategy selects from; for a strategy that reads no probe (strategies.PROBE_FREE)
+    the training seed alone: its runs under different exemplar seeds train the same model."""
+    return (s.get("seed"),) if s.get("strategy") in PROBE_FREE else _pair_key(s)
+
+
+def _per_training(values: Sequence[Any], keys: Sequence[Hashable]) -> list[float | None]:
+    """One value per training, in first-seen order: the mean over the runs that share a training key
+    (one model re-probed under several exemplar seeds). Counting those runs apart would treat one
+    training as several independent ones and narrow the interval without evidence."""
+    groups: dict[Hashable, list[float]] = {}
+    for v, k in zip(values, keys):
+        g = groups.setdefault(k, [])
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            g.append(float(v))
+    return [sum(g) / len(g) if g else None for g in groups.values()]
+
+
 def _ci(rows: Sequence[Mapping[str, Any]], fn: Callable[[Mapping[str, Any]], Any],
-        proportion: bool = False) -> dict[str, Any]:
-    # Proportions stay in [0, 1] and counts at >= 0: a t-interval over 3 seeds can overshoot both.
-    return mean_ci([fn(r) for r in rows], bounds=(0.0, 1.0) if proportion else COUNT_BOUNDS)
+        proportion: bool = False, bounds: tuple[float, float] | None = COUNT_BOUNDS) -> dict[str, Any]:
+    """mean_ci over trainings (_per_training) of fn(row). Proportions stay in [0, 1] and counts at >= 0:
+    a t-interval over 3 seeds can overshoot both."""
+    values = _per_training([fn(r) for r in rows], [_training_key(r) for r in rows])
+    return mean_ci(values, bounds=(0.0, 1.0) if proportion else bounds)
 
 
 def _hk_share(s: Mapping[str, Any]) -> float | None:
@@ -271,31 +296,31 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     n_stages = max((len(r.get("stages") or []) for r in rows), default=0)
     stages = []
     for i in range(n_stages):
-        present = [r["stages"][i] for r in rows if len(r.get("stages") or []) > i]
+        trained = [r for r in rows if len(r.get("stages") or []) > i]
+        present = [r["stages"][i] for r in trained]
         name = Counter(st.get("name", f"stage{i + 1}") for st in present).most_common(1)[0][0]
         stages.append({
             "stage": i + 1, "name": name, "runs": len(present),
             # A run that stopped before stage i trained 0 items there: count it, so means add up.
-            "n_train": mean_ci([(r["stages"][i].get("n_train") if len(r.get("stages") or []) > i else 0) for r in rows],
-                               bounds=COUNT_BOUNDS),
-            "n_replay": mean_ci([(r["stages"][i].get("n_replay") if len(r.get("stages") or []) > i else 0) for r in rows],
-                                bounds=COUNT_BOUNDS),
-            "best_epoch": mean_ci([st.get("best_epoch") for st in present]),
-            "dev_accuracy": mean_ci([st.get("dev_accuracy") for st in present], bounds=(0.0, 1.0)),
+            "n_train": _ci(rows, lambda r, i=i: r["stages"][i].get("n_train") if len(r.get("stages") or []) > i else 0),
+            "n_replay": _ci(rows, lambda r, i=i: r["stages"][i].get("n_replay") if len(r.get("stages") or []) > i else 0),
+            "best_epoch": _ci(trained, lambda r, i=i: r["stages"][i].get("best_epoch"), bounds=None),
+            "dev_accuracy": _ci(trained, lambda r, i=i: r["stages"][i].get("dev_accuracy"), proportion=True),
         })
     n_levels = max((len(r.get("categories") or []) for r in rows), default=0)
     categories = []
     for i in range(n_levels):
         # A run with fewer stages keeps its last distribution (nothing changed after it stopped).
-        level = [(r.get("categories") or [{}])[min(i, len(r.get("categories") or [{}]) - 1)].get("counts") or {}
-                 for r in rows if r.get("categories")]
-        categories.append({"stage": i, "counts": {c: mean_ci([lv.get(c, 0) for lv in level])["mean"]
+        probed = [r for r in rows if r.get("categories")]
+        level = lambda r, i=i: r["categories"][min(i, len(r["categories"]) - 1)].get("counts") or {}  # noqa: E731
+        categories.append({"stage": i, "counts": {c: _ci(probed, lambda r, c=c: level(r).get(c, 0), bounds=None)["mean"]
                                                   for c in CATEGORIES}})
     mats = [_get(r, "transitions", "counts") for r in rows if _get(r, "transitions", "counts")]
     trans = ([[sum(m[a][b] for m in mats) / len(mats) for b in range(len(mats[0][0]))] for a in range(len(mats[0]))]
              if mats else None)
     return {
         "n_runs": len(rows),
+        "n_trainings": len({_training_key(r) for r in rows}),
         "seeds": [r.get("seed") for r in rows],
         "test_accuracy": _ci(rows, lambda r: _get(r, "test_accuracy", "overall"), proportion=True),
         "test_accuracy_by_category": {c: _ci(rows, lambda r, c=c: _get(r, "test_accuracy", "by_category", c, "accuracy"), proportion=True)
@@ -329,10 +354,22 @@ def _pairs(summaries: Sequence[Mapping[str, Any]], a: str, b: str) -> list[tuple
     return [(k, by[(a, k)], by[(b, k)]) for k in keys]
 
 
-def _with_power(values: Sequence[float | None]) -> dict[str, Any]:
-    """mean_ci of paired differences plus `detectable`: the smallest |mean difference| detectable at
-    POWER (two-sided, 95%), from their sd and count."""
-    ci = mean_ci(values)
+def _independent_pairs(rows: Sequence[tuple[Any, Mapping[str, Any], Mapping[str, Any]]]) -> list[tuple[Any, ...]]:
+    """A key per pair; pairs with one key share a training (a PROBE_FREE side's model under two
+    exemplar seeds), so their differences are not independent and _per_training averages them into one
+    value before the interval. Only PROBE_FREE runs are shared between pairs: any other run belongs to
+    one (exemplar seed, training seed) and so to one pair."""
+    keys = []
+    for k, x, y in rows:
+        shared = tuple(_training_key(r) for r in (x, y) if r.get("strategy") in PROBE_FREE)
+        keys.append(shared or tuple(k))
+    return keys
+
+
+def _with_power(values: Sequence[float | None], keys: Sequence[Hashable]) -> dict[str, Any]:
+    """mean_ci of paired differences, one per training (_per_training by `keys`), plus `detectable`:
+    the smallest |mean difference| detectable at POWER (two-sided, 95%), from their sd and count."""
+    ci = mean_ci(_per_training(values, keys))
     return {**ci, "detectable": detectable_difference(ci["sd"], int(ci["n"] or 0), POWER)}
 
 
@@ -354,14 +391,16 @@ def paired(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, st
             continue
         hk = lambda s: _get(s, "highly_known", "after")  # noqa: E731
         acc = lambda s: _get(s, "test_accuracy", "overall")  # noqa: E731
+        keys = _independent_pairs(rows)
         out.append({
-            "a": a, "b": b, "n": len(rows),
+            "a": a, "b": b, "n": len(rows), "n_trainings": len(set(keys)),  # independent pairs
             "pairs": [{"exemplar_seed": k[0], "seed": k[1]} for k, _, _ in rows],
-            "highly_known_after": _with_power([_diff(hk(x), hk(y)) for _, x, y in rows]),
-            "relative_highly_known": _with_power([_relative(hk(x), hk(y)) for _, x, y in rows]),
-            "test_accuracy_points": _with_power([_diff(acc(x), acc(y), 100.0) for _, x, y in rows]),
-            "forgotten": _with_power([_diff(x.get("forgotten"), y.get("forgotten")) for _, x, y in rows]),
-            "retention_points": _with_power([_diff(x.get("retention"), y.get("retention"), 100.0) for _, x, y in rows]),
+            "highly_known_after": _with_power([_diff(hk(x), hk(y)) for _, x, y in rows], keys),
+            "relative_highly_known": _with_power([_relative(hk(x), hk(y)) for _, x, y in rows], keys),
+            "test_accuracy_points": _with_power([_diff(acc(x), acc(y), 100.0) for _, x, y in rows], keys),
+            "forgotten": _with_power([_diff(x.get("forgotten"), y.get("forgotten")) for _, x, y in rows], keys),
+            "retention_points": _with_power([_diff(x.get("retention"), y.get("retention"), 100.0) for _, x, y in rows],
+                                            keys),
         })
     return out
 
@@ -374,7 +413,7 @@ def headline(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     rows = _pairs(summaries, two, one)
     if not rows:
         return None
-    per_seed = []
+    per_seed, keys = [], _independent_pairs(rows)
     for (e, k), x, y in rows:
         g, m = _get(x, "highly_known", "after"), _get(y, "highly_known", "after")
         per_seed.append({"exemplar_seed": e, "seed": k, two: g, one: m, "difference": _diff(g, m),
@@ -384,8 +423,8 @@ def headline(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
                       "paired by exemplar seed and training seed",
         "paper": 0.24,
         "per_seed": per_seed,
-        "relative_increase": _with_power([p["relative"] for p in per_seed]),
-        "difference": _with_power([p["difference"] for p in per_seed]),
+        "relative_increase": _with_power([p["relative"] for p in per_seed], keys),
+        "difference": _with_power([p["difference"] for p in per_seed], keys),
     }
 
 

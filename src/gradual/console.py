@@ -21,7 +21,8 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from gradual.categories import CATEGORIES, SHORT, ordered
-from gradual.formatting import fmt_ci, fmt_diff, fmt_num, fmt_pct, fmt_seconds, power_sentence
+from gradual.formatting import (fmt_ci, fmt_diff, fmt_num, fmt_pct, fmt_seconds, power_sentence, runs_text,
+                                trainings_note)
 
 
 def _fits(console: Console, table: Table) -> bool:
@@ -137,12 +138,12 @@ def _comparison_table(comparison: Mapping[str, Any], narrow: bool) -> Table:
     in the title when every strategy has the same, so it fits 80 columns without cut-off cells."""
     strategies = comparison.get("strategies") or {}
     seeds = comparison.get("seeds") or []
-    runs = {s.get("n_runs", 0) for s in strategies.values()}
-    show_runs = not narrow or len(runs) > 1
+    runs = {runs_text(s, short=narrow) for s in strategies.values()}
+    show_runs = not narrow or len(runs) > 1 or any("*" in r for r in runs)  # a "6*" stays in its column
     how = "mean [95% interval]"
     if narrow:
-        n = runs.pop() if not show_runs else 0
-        how = "mean, ± half the 95% interval below it" + ("" if show_runs else f", {n} run{'s' * (n != 1)} each")
+        n = runs.pop() if not show_runs else ""
+        how = "mean, ± half the 95% interval below it" + ("" if show_runs else f", {n} run{'s' * (n != '1')} each")
     t = Table(title=f"strategies over seeds {', '.join(map(str, seeds))} — {how}", title_justify="left",
               **({"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
                  if narrow else {}))
@@ -156,7 +157,7 @@ def _comparison_table(comparison: Mapping[str, Any], narrow: bool) -> Table:
                      no_wrap=wide_name in ("strategy", "time"))
     ci = fmt_ci_stacked if narrow else fmt_ci
     for name, s in strategies.items():
-        cells = [name, *([str(s.get("n_runs", 0))] if show_runs else []), ci(s.get("test_accuracy"), pct=True),
+        cells = [name, *([runs_text(s, short=narrow)] if show_runs else []), ci(s.get("test_accuracy"), pct=True),
                  ci(s.get("acquired"), 1), ci(s.get("forgotten"), 1), ci(s.get("retention"), pct=True),
                  ci(s.get("highly_known_after"), 1), _per_stage(s, "/" if narrow else " / "),
                  fmt_seconds((s.get("wall_s") or {}).get("mean"))]
@@ -167,9 +168,13 @@ def _comparison_table(comparison: Mapping[str, Any], narrow: bool) -> Table:
 def print_comparison(comparison: Mapping[str, Any], console: Console) -> None:
     """The table of `gradual compare`: one row per strategy, mean [95% interval] over seeds."""
     t = _comparison_table(comparison, narrow=False)
-    if not _fits(console, t):  # "45.1% [40.1%, 50.2%]" in five columns needs ~150 columns
+    narrow = not _fits(console, t)  # "45.1% [40.1%, 50.2%]" in five columns needs ~150 columns
+    if narrow:
         t = _comparison_table(comparison, narrow=True)
     console.print(t)
+    note = trainings_note(comparison)
+    if note:  # the narrow table marks those counts "6*"
+        console.print(("* " if narrow else "") + note, style="dim", markup=False)
     head = comparison.get("headline")
     if head and head.get("relative_increase"):
         console.print(f"[bold]headline[/]: HighlyKnown train items after training, gradual vs maybeknown: "

@@ -114,6 +114,29 @@ def compare_time_text(c: Mapping[str, Any]) -> str:
     return f"{fmt_seconds(c.get('wall_s'))} (sum of run times: {runs})"
 
 
+def runs_text(x: Mapping[str, Any], short: bool = False) -> str:
+    """A strategy's (or paired comparison's) run count, `6`, or `6 (3 trainings)` when some runs retrain
+    a model another run already trained (a PROBE_FREE strategy under several exemplar seeds): its
+    intervals count trainings, not runs (gradual.compare._per_training). `short` (a narrow terminal)
+    writes `6*`, with trainings_note printed below the table."""
+    n = x.get("n_runs", x.get("n", 0))
+    t = x.get("n_trainings")
+    if t is None or t == n:
+        return str(n)
+    return f"{n}*" if short else f"{n} ({t} training{'s' * (t != 1)})"
+
+
+def trainings_note(c: Mapping[str, Any]) -> str:
+    """Why some run counts carry "(k trainings)", for comparison.md and the report; empty when none do."""
+    names = [n for n, s in (c.get("strategies") or {}).items() if s.get("n_trainings") not in (None, s.get("n_runs"))]
+    if not names:
+        return ""
+    return (f"{', '.join(names)} {'reads' if len(names) == 1 else 'read'} no probe, so under each exemplar seed a "
+            "training seed trains the same model (only its re-probe differs). Its runs of one training are "
+            "averaged first, so its intervals, and those of its paired comparisons, are over its distinct "
+            "trainings, not over its runs.")
+
+
 BY_EXEMPLAR_NOTE = ("Each base categorization (exemplar seed) on its own: means over its training seeds. The "
                     "strategy and category tables pool exemplar seeds, so their intervals include the spread "
                     "between base categorizations; this shows whether the categorizations agree. Each cell "

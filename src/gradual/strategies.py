@@ -32,7 +32,8 @@ history[0..k-1]. None means the strategy is done.
                 (probe after stage k-2) to MaybeKnown/HighlyKnown (probe after stage k-1) and were
                 not selected by an earlier stage, plus replay of base HighlyKnown, stage-2
                 settings. Done (None) when nothing new moved up, or after cfg.max_stages stages.
-    all         one stage on every item.
+    all         one stage on every item. It reads no probe (PROBE_FREE): under every exemplar seed a
+                training seed trains the same model.
     maybeknown  one stage on base MaybeKnown (the paper's one-stage baseline).
     known       one stage on base HighlyKnown + MaybeKnown.
     no-unknown  one stage on every item except base Unknown.
@@ -231,6 +232,12 @@ STRATEGIES: dict[str, Callable[[int, Sequence[Item], History, RunConfig], Option
     "no-unknown": _baseline(_no_unknown),
     "random": _baseline(_random),
 }
+
+# Strategies whose plans never read the probe history. With one training seed they train the same
+# model under every base categorization (exemplar seed; only their re-probe differs), so `gradual
+# compare` counts such runs as one training in its intervals (gradual.compare._training_key).
+# tests/test_strategies.py checks this set against the plans themselves.
+PROBE_FREE: frozenset[str] = frozenset({"all"})
 
 
 def strategy_errors(names: Sequence[str], label: str) -> list[str]:

@@ -228,12 +228,12 @@ def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any])
 def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
     """Each paired comparison with its interval and the difference it could have detected (issue 22:
     "not reproduced" must be readable as "no effect larger than X")."""
-    from gradual.formatting import fmt_paired, paired_note
+    from gradual.formatting import fmt_paired, paired_note, runs_text
 
     return {"title": "Paired comparisons (A - B)", "top": True, "note": paired_note(c.get("power") or 0.8),
             "head": ["A - B", "pairs", "HighlyKnown after (items)", "relative HighlyKnown", "test accuracy (points)",
                      "forgotten (items)", "retention (points)"],
-            "rows": [[f"{p['a']} - {p['b']}", str(p["n"]), fmt_paired(p.get("highly_known_after")),
+            "rows": [[f"{p['a']} - {p['b']}", runs_text(p), fmt_paired(p.get("highly_known_after")),
                       fmt_paired(p.get("relative_highly_known"), pct=True), fmt_paired(p.get("test_accuracy_points")),
                       fmt_paired(p.get("forgotten")), fmt_paired(p.get("retention_points"))]
                      for p in c.get("paired") or []]}
@@ -251,12 +251,12 @@ def _by_exemplar(c: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     """The compare report's tables: strategies, accuracy by base category, runs."""
-    from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds
+    from gradual.formatting import fmt_ci, fmt_pct, fmt_seconds, runs_text, trainings_note
 
-    table = {"title": "Strategies (mean [95% interval] over runs)", "top": True,
+    table = {"title": "Strategies (mean [95% interval] over runs)", "top": True, "note": trainings_note(c),
              "head": ["strategy", "runs", "test accuracy", "acquired", "forgotten", "retention", "HighlyKnown after",
                       "HK after / train", "items trained per stage", "hallucination", "wall time"],
-             "rows": [[name, str(s.get("n_runs")), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
+             "rows": [[name, runs_text(s), fmt_ci(s.get("test_accuracy"), pct=True), fmt_ci(s.get("acquired"), 1),
                        fmt_ci(s.get("forgotten"), 1), fmt_ci(s.get("retention"), pct=True),
                        fmt_ci(s.get("highly_known_after"), 1), fmt_ci(s.get("highly_known_after_share"), pct=True),
                        " / ".join(fmt_ci(st.get("n_train"), 0) for st in s.get("stages") or []) or "–",
