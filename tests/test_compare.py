@@ -149,14 +149,21 @@ def test_probe_free_runs_count_once_per_training() -> None:
     assert al["highly_known_after"]["mean"] == pytest.approx(statistics.mean(hk))
     assert al["highly_known_after"]["sd"] == pytest.approx(statistics.stdev(hk))
     assert mk["test_accuracy"]["n"] == 6  # a strategy that reads the probe trains anew under each exemplar seed
+    from gradual.metrics import mean_ci
+
+    mk_runs = [r for r in runs if r["strategy"] == "maybeknown"]
+    assert mk["test_accuracy"] == mean_ci([r["test_accuracy"]["overall"] for r in mk_runs], bounds=(0.0, 1.0))
+    # Before training, every strategy has one base probe per exemplar seed; wall time is each run's own.
+    assert al["highly_known_before"]["n"] == mk["highly_known_before"]["n"] == 2
+    assert al["wall_s"]["n"] == 6
     (p,) = [p for p in c["paired"] if (p["a"], p["b"]) == ("all", "maybeknown")]
     diffs = {(e, k): (50 + 10 * k + 3 * e) - (40 + 7 * k - 5 * e + (k == 2) * e) for e in (0, 1) for k in (0, 1, 2)}
     per_training = [statistics.mean([diffs[0, k], diffs[1, k]]) for k in (0, 1, 2)]
-    assert (p["n"], p["n_trainings"], p["highly_known_after"]["n"]) == (6, 3, 3)
+    assert (p["n"], p["n_independent"], p["highly_known_after"]["n"]) == (6, 3, 3)
     assert p["highly_known_after"]["sd"] == pytest.approx(statistics.stdev(per_training))
     md = comparison_markdown(c)
     assert "| all | 6 (3 trainings) |" in md and "| maybeknown | 6 |" in md
-    assert "| all - maybeknown | 6 (3 trainings) |" in md and "all reads no probe" in md
+    assert "| all - maybeknown | 6 (3 independent) |" in md and '"all" reads no probe' in md
     # One exemplar seed: nothing is shared, so nothing is folded and no note is written.
     one = cmp.aggregate([r for r in runs if r["exemplar_seed"] == 0], [{"name": "r", "dir": "runs/r"}] * 6, ["all", "maybeknown"], [0, 1, 2])
     assert one["strategies"]["all"]["n_trainings"] == 3 and one["strategies"]["all"]["test_accuracy"]["n"] == 3
@@ -173,12 +180,14 @@ def test_report_and_terminal_name_the_trainings(tmp_path: Path, fake_pipeline: F
     out = tmp_path / "cmp"
     c = cmp.run_compare(cfg, ["all", "maybeknown"], [0, 1], out, progress=False, report=True, exemplar_seeds=[0, 1])
     html = (out / "report.html").read_text()
-    assert "4 (2 trainings)" in html and "all reads no probe" in html
+    import html as html_lib
+
+    assert "4 (2 trainings)" in html and '"all" reads no probe' in html_lib.unescape(html)
     for width, cell in ((250, "4 (2 trainings)"), (80, "4*")):  # the wide table, and the narrow one with a mark
         console = Console(width=width, record=True)
         print_comparison(c, console)
         text = console.export_text()
-        assert cell in text and "all reads no probe" in text and "maybeknown" in text
+        assert cell in text and '"all" reads no probe' in text and "maybeknown" in text
 
 
 def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipeline) -> None:

@@ -168,13 +168,13 @@ def test_probe_free_strategies_are_the_ones_that_read_no_probe(name: str) -> Non
     other1 = dict(zip(IDS, [M, H, H, M, H, U, W, H]))
     cfg = RunConfig(seed=1)
 
-    def plans(history: list[dict[str, str]]) -> list[tuple[str, list[str], list[str]]]:
+    def plans(history: list[dict[str, str]]) -> list[object]:
         out = []
         for stage in (1, 2):
             p = plan_stage(name, stage, ITEMS, history[:stage], cfg)
             if p is None:
                 break
-            out.append((p.name, ids(p), [it.id for it in p.replay]))
+            out.append(p)  # the whole plan: items, replay pool, resolved settings and note
         return out
 
     same = plans([H0, H1]) == plans([other0, other1])

@@ -32,6 +32,7 @@ from gradual.rundir import CompareDir, RunDir
 from gradual.strategies import PROBE_FREE
 
 COUNT_BOUNDS = (0.0, math.inf)
+UNIT = (0.0, 1.0)  # the range of a proportion
 HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): PAPER.md §2
 # The paired comparisons reported when both strategies ran: each reading of stage 2 against the
 # one-stage baseline, gradual-mk against its control (same stage-2 size, random items), the two
@@ -276,12 +277,23 @@ def _per_training(values: Sequence[Any], keys: Sequence[Hashable]) -> list[float
     return [sum(g) / len(g) if g else None for g in groups.values()]
 
 
+def _base_key(s: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The base probe a run starts from: one per exemplar seed, shared by every training seed."""
+    return (s.get("exemplar_seed"),)
+
+
+def _run_key(s: Mapping[str, Any]) -> int:
+    """Each run on its own: for its wall time, a cost of every execution rather than a property of a training."""
+    return id(s)
+
+
 def _ci(rows: Sequence[Mapping[str, Any]], fn: Callable[[Mapping[str, Any]], Any],
-        proportion: bool = False, bounds: tuple[float, float] | None = COUNT_BOUNDS) -> dict[str, Any]:
-    """mean_ci over trainings (_per_training) of fn(row). Proportions stay in [0, 1] and counts at >= 0:
-    a t-interval over 3 seeds can overshoot both."""
-    values = _per_training([fn(r) for r in rows], [_training_key(r) for r in rows])
-    return mean_ci(values, bounds=(0.0, 1.0) if proportion else bounds)
+        bounds: tuple[float, float] | None = COUNT_BOUNDS,
+        key: Callable[[Mapping[str, Any]], Hashable] = _training_key) -> dict[str, Any]:
+    """mean_ci of fn(row), one value per `key` group (by default the runs of one training, averaged
+    first: _per_training). `bounds` clips the interval: UNIT for a proportion, COUNT_BOUNDS for a
+    count, since a t-interval over 3 seeds can overshoot both; None for neither."""
+    return mean_ci(_per_training([fn(r) for r in rows], [key(r) for r in rows]), bounds=bounds)
 
 
 def _hk_share(s: Mapping[str, Any]) -> float | None:
@@ -304,17 +316,21 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             # A run that stopped before stage i trained 0 items there: count it, so means add up.
             "n_train": _ci(rows, lambda r, i=i: r["stages"][i].get("n_train") if len(r.get("stages") or []) > i else 0),
             "n_replay": _ci(rows, lambda r, i=i: r["stages"][i].get("n_replay") if len(r.get("stages") or []) > i else 0),
-            "best_epoch": _ci(trained, lambda r, i=i: r["stages"][i].get("best_epoch"), bounds=None),
-            "dev_accuracy": _ci(trained, lambda r, i=i: r["stages"][i].get("dev_accuracy"), proportion=True),
+            "best_epoch": _ci(trained, lambda r, i=i: r["stages"][i].get("best_epoch"), None),
+            "dev_accuracy": _ci(trained, lambda r, i=i: r["stages"][i].get("dev_accuracy"), UNIT),
         })
     n_levels = max((len(r.get("categories") or []) for r in rows), default=0)
     categories = []
-    for i in range(n_levels):
+    probed = [r for r in rows if r.get("categories")]
+
+    def level(r: Mapping[str, Any], i: int) -> Mapping[str, int]:
         # A run with fewer stages keeps its last distribution (nothing changed after it stopped).
-        probed = [r for r in rows if r.get("categories")]
-        level = lambda r, i=i: r["categories"][min(i, len(r["categories"]) - 1)].get("counts") or {}  # noqa: E731
-        categories.append({"stage": i, "counts": {c: _ci(probed, lambda r, c=c: level(r).get(c, 0), bounds=None)["mean"]
-                                                  for c in CATEGORIES}})
+        return r["categories"][min(i, len(r["categories"]) - 1)].get("counts") or {}
+
+    for i in range(n_levels):
+        key = _base_key if i == 0 else _training_key  # level 0 is the base probe, one per exemplar seed
+        categories.append({"stage": i, "counts": {c: _ci(probed, lambda r, c=c, i=i: level(r, i).get(c, 0), None,
+                                                         key)["mean"] for c in CATEGORIES}})
     mats = [_get(r, "transitions", "counts") for r in rows if _get(r, "transitions", "counts")]
     trans = ([[sum(m[a][b] for m in mats) / len(mats) for b in range(len(mats[0][0]))] for a in range(len(mats[0]))]
              if mats else None)
@@ -322,23 +338,23 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n_runs": len(rows),
         "n_trainings": len({_training_key(r) for r in rows}),
         "seeds": [r.get("seed") for r in rows],
-        "test_accuracy": _ci(rows, lambda r: _get(r, "test_accuracy", "overall"), proportion=True),
-        "test_accuracy_by_category": {c: _ci(rows, lambda r, c=c: _get(r, "test_accuracy", "by_category", c, "accuracy"), proportion=True)
+        "test_accuracy": _ci(rows, lambda r: _get(r, "test_accuracy", "overall"), UNIT),
+        "test_accuracy_by_category": {c: _ci(rows, lambda r, c=c: _get(r, "test_accuracy", "by_category", c, "accuracy"), UNIT)
                                       for c in cats},
-        "hallucination_rate": _ci(rows, lambda r: r.get("hallucination_rate"), proportion=True),
+        "hallucination_rate": _ci(rows, lambda r: r.get("hallucination_rate"), UNIT),
         "acquired": _ci(rows, lambda r: r.get("acquired")),
         "forgotten": _ci(rows, lambda r: r.get("forgotten")),
-        "retention": _ci(rows, lambda r: r.get("retention"), proportion=True),
-        "highly_known_before": _ci(rows, lambda r: _get(r, "highly_known", "before")),
+        "retention": _ci(rows, lambda r: r.get("retention"), UNIT),
+        "highly_known_before": _ci(rows, lambda r: _get(r, "highly_known", "before"), key=_base_key),
         "highly_known_after": _ci(rows, lambda r: _get(r, "highly_known", "after")),
-        "highly_known_after_share": _ci(rows, _hk_share, proportion=True),
+        "highly_known_after_share": _ci(rows, _hk_share, UNIT),
         "n_train_items": _ci(rows, lambda r: r.get("n_train_items")),
         "n_stages": _ci(rows, lambda r: len(r.get("stages") or [])),
         "items_trained": _ci(rows, lambda r: sum(st.get("n_train") or 0 for st in r.get("stages") or [])),
         "stages": stages,
         "categories": categories,
         "transitions_mean": trans,
-        "wall_s": _ci(rows, lambda r: r.get("wall_s")),
+        "wall_s": _ci(rows, lambda r: r.get("wall_s"), key=_run_key),
     }
 
 
@@ -393,7 +409,7 @@ def paired(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, st
         acc = lambda s: _get(s, "test_accuracy", "overall")  # noqa: E731
         keys = _independent_pairs(rows)
         out.append({
-            "a": a, "b": b, "n": len(rows), "n_trainings": len(set(keys)),  # independent pairs
+            "a": a, "b": b, "n": len(rows), "n_independent": len(set(keys)),
             "pairs": [{"exemplar_seed": k[0], "seed": k[1]} for k, _, _ in rows],
             "highly_known_after": _with_power([_diff(hk(x), hk(y)) for _, x, y in rows], keys),
             "relative_highly_known": _with_power([_relative(hk(x), hk(y)) for _, x, y in rows], keys),
@@ -443,8 +459,7 @@ def by_exemplar_seed(summaries: Sequence[Mapping[str, Any]], strategies: Sequenc
         h = headline(rows)
         out.append({"exemplar_seed": e,
                     "strategies": {st: {"n_runs": len(r),
-                                        "test_accuracy": _ci(r, lambda x: _get(x, "test_accuracy", "overall"),
-                                                             proportion=True),
+                                        "test_accuracy": _ci(r, lambda x: _get(x, "test_accuracy", "overall"), UNIT),
                                         "highly_known_after": _ci(r, lambda x: _get(x, "highly_known", "after"))}
                                    for st, r in per.items() if r},
                     "headline": h["relative_increase"] if h else None})

@@ -114,27 +114,42 @@ def compare_time_text(c: Mapping[str, Any]) -> str:
     return f"{fmt_seconds(c.get('wall_s'))} (sum of run times: {runs})"
 
 
-def runs_text(x: Mapping[str, Any], short: bool = False) -> str:
-    """A strategy's (or paired comparison's) run count, `6`, or `6 (3 trainings)` when some runs retrain
-    a model another run already trained (a PROBE_FREE strategy under several exemplar seeds): its
-    intervals count trainings, not runs (gradual.compare._per_training). `short` (a narrow terminal)
-    writes `6*`, with trainings_note printed below the table."""
-    n = x.get("n_runs", x.get("n", 0))
-    t = x.get("n_trainings")
-    if t is None or t == n:
+def count_text(n: int, distinct: int | None, what: str, short: bool = False) -> str:
+    """`6`, or `6 (3 trainings)` when only `distinct` of the n runs (or pairs) are independent: a
+    PROBE_FREE strategy under several exemplar seeds trains one model per training seed, and intervals
+    count the independent ones (gradual.compare._per_training). `short` (a narrow terminal) writes `6*`,
+    with trainings_note printed below the table."""
+    if distinct is None or distinct == n:
         return str(n)
-    return f"{n}*" if short else f"{n} ({t} training{'s' * (t != 1)})"
+    return f"{n}*" if short else f"{n} ({distinct} {what.removesuffix('s') if distinct == 1 else what})"
+
+
+def runs_text(s: Mapping[str, Any], short: bool = False) -> str:
+    """A strategy's runs (compare.aggregate_strategy: n_runs, n_trainings)."""
+    return count_text(int(s.get("n_runs") or 0), s.get("n_trainings"), "trainings", short)
+
+
+def pairs_text(p: Mapping[str, Any]) -> str:
+    """A paired comparison's pairs (compare.paired: n, n_independent)."""
+    return count_text(int(p.get("n") or 0), p.get("n_independent"), "independent")
 
 
 def trainings_note(c: Mapping[str, Any]) -> str:
-    """Why some run counts carry "(k trainings)", for comparison.md and the report; empty when none do."""
-    names = [n for n, s in (c.get("strategies") or {}).items() if s.get("n_trainings") not in (None, s.get("n_runs"))]
+    """Why some run counts carry "(k trainings)", for comparison.md, the report and the terminal; empty
+    when none do."""
+    from gradual.strategies import PROBE_FREE
+
+    names = [n for n, s in (c.get("strategies") or {}).items()
+             if n in PROBE_FREE and s.get("n_trainings") not in (None, s.get("n_runs"))]
     if not names:
         return ""
-    return (f"{', '.join(names)} {'reads' if len(names) == 1 else 'read'} no probe, so under each exemplar seed a "
-            "training seed trains the same model (only its re-probe differs). Its runs of one training are "
-            "averaged first, so its intervals, and those of its paired comparisons, are over its distinct "
-            "trainings, not over its runs.")
+    one = len(names) == 1
+    who = ", ".join(f'"{n}"' for n in names)  # quoted: "the intervals of all" would read as English
+    return (f"{who} {'reads' if one else 'read'} no probe, so one training seed trains the same model under every "
+            "exemplar seed; only the probes (before and after training) differ. Those runs are averaged per "
+            f"training first, so the intervals of {who}, and of the paired comparisons with {'it' if one else 'them'}, "
+            "are over distinct trainings; they leave out the spread between base categorizations that the "
+            "other strategies' intervals include.")
 
 
 BY_EXEMPLAR_NOTE = ("Each base categorization (exemplar seed) on its own: means over its training seeds. The "

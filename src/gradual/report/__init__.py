@@ -228,12 +228,12 @@ def _compare_charts(folder: Path, c: dict[str, Any], strategies: dict[str, Any])
 def _paired_table(c: dict[str, Any]) -> dict[str, Any]:
     """Each paired comparison with its interval and the difference it could have detected (issue 22:
     "not reproduced" must be readable as "no effect larger than X")."""
-    from gradual.formatting import fmt_paired, paired_note, runs_text
+    from gradual.formatting import fmt_paired, paired_note, pairs_text
 
     return {"title": "Paired comparisons (A - B)", "top": True, "note": paired_note(c.get("power") or 0.8),
             "head": ["A - B", "pairs", "HighlyKnown after (items)", "relative HighlyKnown", "test accuracy (points)",
                      "forgotten (items)", "retention (points)"],
-            "rows": [[f"{p['a']} - {p['b']}", runs_text(p), fmt_paired(p.get("highly_known_after")),
+            "rows": [[f"{p['a']} - {p['b']}", pairs_text(p), fmt_paired(p.get("highly_known_after")),
                       fmt_paired(p.get("relative_highly_known"), pct=True), fmt_paired(p.get("test_accuracy_points")),
                       fmt_paired(p.get("forgotten")), fmt_paired(p.get("retention_points"))]
                      for p in c.get("paired") or []]}

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
 from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, fmt_ci, fmt_diff, fmt_paired,
-                                fmt_pct, fmt_seconds, fmt_signed, paired_note, partial_text, power_sentence,
-                                runs_text, trainings_note)
+                                fmt_pct, fmt_seconds, fmt_signed, paired_note, pairs_text, partial_text,
+                                power_sentence, runs_text, trainings_note)
 
 
 def comparison_markdown(c: Mapping[str, Any]) -> str:
@@ -36,8 +36,9 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                      f"{fmt_ci(s['forgotten'], 1)} | {fmt_ci(s['retention'], pct=True)} | "
                      f"{fmt_ci(s['highly_known_after'], 1)} | {fmt_ci(s['highly_known_after_share'], pct=True)} | "
                      f"{per_stage} | {fmt_seconds((s.get('wall_s') or {}).get('mean'))} |")
-    if trainings_note(c):
-        lines += ["", trainings_note(c)]
+    note = trainings_note(c)
+    if note:
+        lines += ["", note]
     lines += ["", "## Test accuracy by base category", "",
               "| strategy | " + " | ".join(CATEGORIES) + " | hallucination on Unknown |",
               "|---|" + "---:|" * (len(CATEGORIES) + 1)]
@@ -68,7 +69,7 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                   "| A - B | pairs | HighlyKnown after (items) | relative HighlyKnown | test accuracy (points) | "
                   "forgotten (items) | retention (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for p in c["paired"]:
-            lines.append(f"| {p['a']} - {p['b']} | {runs_text(p)} | {fmt_paired(p['highly_known_after'], 1)} | "
+            lines.append(f"| {p['a']} - {p['b']} | {pairs_text(p)} | {fmt_paired(p['highly_known_after'], 1)} | "
                          f"{fmt_paired(p['relative_highly_known'], pct=True)} | {fmt_paired(p['test_accuracy_points'], 1)} | "
                          f"{fmt_paired(p['forgotten'], 1)} | {fmt_paired(p['retention_points'], 1)} |")
     n = c.get("noise") or {}
