@@ -331,9 +331,12 @@ def aggregate_strategy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         key = _base_key if i == 0 else _training_key  # level 0 is the base probe, one per exemplar seed
         categories.append({"stage": i, "counts": {c: _ci(probed, lambda r, c=c, i=i: level(r, i).get(c, 0), None,
                                                          key)["mean"] for c in CATEGORIES}})
-    mats = [_get(r, "transitions", "counts") for r in rows if _get(r, "transitions", "counts")]
-    trans = ([[sum(m[a][b] for m in mats) / len(mats) for b in range(len(mats[0][0]))] for a in range(len(mats[0]))]
-             if mats else None)
+    moved = [r for r in rows if _get(r, "transitions", "counts")]
+    first = _get(moved[0], "transitions", "counts") if moved else None
+    # Each cell averaged like every other figure: per training first (_ci), so a partial compare
+    # weights trainings, not runs, here too.
+    trans = ([[_ci(moved, lambda r, a=a, b=b: r["transitions"]["counts"][a][b], None)["mean"]
+               for b in range(len(first[0]))] for a in range(len(first))] if first else None)
     return {
         "n_runs": len(rows),
         "n_trainings": len({_training_key(r) for r in rows}),
