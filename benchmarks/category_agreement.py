@@ -19,22 +19,9 @@ import argparse
 import json
 from pathlib import Path
 
-from gradual.categories import CATEGORIES, HIGH, LOW, MAYBE
-from gradual.metrics import transitions
+from gradual.categories import CATEGORIES
+from gradual.metrics import category_agreement
 from gradual.probe import load_probe
-
-
-def agreement(a: dict[str, str], b: dict[str, str]) -> dict[str, object]:
-    """Figures of two category maps over their shared items."""
-    shared = [i for i in a if i in b]
-    table = transitions(a, b)
-    mk_a = {i for i in shared if a[i] == MAYBE}
-    mk_b = {i for i in shared if b[i] == MAYBE}
-    return {"items": len(shared), "table": table,
-            "same": sum(table[k][k] for k in range(len(CATEGORIES))) / max(len(shared), 1),
-            "up": sum(1 for i in shared if a[i] in LOW and b[i] in HIGH),
-            "down": sum(1 for i in shared if a[i] in HIGH and b[i] in LOW),
-            "maybeknown_overlap": len(mk_a & mk_b) / max(len(mk_a | mk_b), 1)}
 
 
 def main() -> None:
@@ -43,7 +30,7 @@ def main() -> None:
     ap.add_argument("b", type=Path, help="Another probe file of the same items.")
     ap.add_argument("--out", type=Path, default=None, help="Write the figures as JSON.")
     args = ap.parse_args()
-    r = agreement(load_probe(args.a).categories(), load_probe(args.b).categories())
+    r = category_agreement(load_probe(args.a).categories(), load_probe(args.b).categories())
     corner = "A \\ B"
     print(f"{corner:<14}" + "".join(f"{c:>13}" for c in CATEGORIES))
     for c, row in zip(CATEGORIES, r["table"]):  # type: ignore[call-overload]

@@ -82,8 +82,8 @@ def write_run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any] | N
         (sdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     probe = run_dir / "probe"
     probe.mkdir(exist_ok=True)
-    rows = [{"id": f"t{i}", "category": CATS[i % 4], "p_greedy": 1.0 if i % 4 == 0 else 0.0, "p_sample": 0.5}
-            for i in range(8)]
+    rows = [{"id": f"t{i}", "category": CATS[i % 4], "p_greedy": 1.0 if i % 4 == 0 else 0.0, "p_sample": 0.5,
+             "greedy_answers": [], "relation": None} for i in range(8)]
     for name in ["base_train", "base_test"] + [f"stage{st['stage']}_train" for st in summary["stages"]]:
         (probe / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

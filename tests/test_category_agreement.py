@@ -1,29 +1,22 @@
-"""benchmarks/category_agreement.py: the noise floor under stage-2 selection, from two probe files."""
+"""metrics.category_agreement and benchmarks/category_agreement.py: the noise floor under stage-2 selection."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+from gradual.metrics import category_agreement
 from gradual.probe.result import ProbeResult, ProbeRow, save_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "category_agreement.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("category_agreement", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
 def test_agreement_counts_moves_across_the_selection_line() -> None:
     a = {"1": "Unknown", "2": "WeaklyKnown", "3": "MaybeKnown", "4": "HighlyKnown", "5": "MaybeKnown", "x": "Unknown"}
     b = {"1": "MaybeKnown", "2": "WeaklyKnown", "3": "Unknown", "4": "MaybeKnown", "5": "MaybeKnown"}
-    r = _module().agreement(a, b)
+    r = category_agreement(a, b)
     assert r["items"] == 5  # "x" was probed once only
     assert (r["up"], r["down"]) == (1, 1)  # 1: Unknown -> MaybeKnown; 3: MaybeKnown -> Unknown
     assert r["same"] == 2 / 5 and r["maybeknown_overlap"] == 1 / 4  # {3, 5} vs {1, 4, 5}: only 5 in both

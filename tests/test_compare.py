@@ -190,6 +190,41 @@ def test_report_and_terminal_name_the_trainings(tmp_path: Path, fake_pipeline: F
         assert cell in text and '"all" reads no probe' in text and "maybeknown" in text
 
 
+def test_base_probes_of_two_exemplar_seeds_give_the_noise_floor(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
+    """With --exemplar-seeds the compare reads one base probe per exemplar seed and says how many items cross
+    the stage-2 selection line by chance (and leaves the figure out, not the comparison, when it cannot)."""
+    from gradual.probe.result import ProbeResult, ProbeRow, save_probe
+
+    cfg = tmp_path / "c.yaml"
+    _write_config(cfg)
+    out = tmp_path / "cmp"
+    cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=False, exemplar_seeds=[0, 1])
+
+    def base(run: str, cats: list[str]) -> Path:
+        path = out / "runs" / run / "probe" / "base_train.jsonl"
+        save_probe(ProbeResult([ProbeRow(id=f"t{i}", category=c, p_greedy=0.0, p_sample=0.0, greedy_answers=[],
+                                         relation=None) for i, c in enumerate(cats)], {}), path)
+        return path
+
+    base("gradual-ex0-seed0", ["Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown", "MaybeKnown"])
+    ex1 = base("gradual-ex1-seed0", ["MaybeKnown", "WeaklyKnown", "Unknown", "HighlyKnown", "MaybeKnown"])
+    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=True, exemplar_seeds=[0, 1],
+                        finished_only=True)
+    a = c["noise"]["between_exemplar_seeds"]
+    assert [(p["a"], p["b"], p["items"]) for p in a["pairs"]] == [(0, 1, 5)]
+    assert (a["same"], a["up"], a["down"]) == (0.6, 1, 1)  # t0: Unknown -> MaybeKnown, t2: MaybeKnown -> Unknown
+    assert a["pairs"][0]["maybeknown_overlap"] == pytest.approx(1 / 3)  # {t2, t4} vs {t0, t4}
+    md = (out / "comparison.md").read_text()
+    assert "same category to 60.0% of train items. Items crossing from WeaklyKnown/Unknown to MaybeKnown/HighlyKnown: 1; crossing back: 1." in md
+    assert "exemplar seeds 0 vs 1" in (out / "report.html").read_text()
+    ex1.write_text("not json\n")  # a damaged probe file: the figure goes, the comparison stays
+    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=False, exemplar_seeds=[0, 1],
+                        finished_only=True)
+    assert c["noise"]["between_exemplar_seeds"] is None and "Base probes with other" not in (out / "comparison.md").read_text()
+    one = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], tmp_path / "one", progress=False, report=False)
+    assert one["noise"]["between_exemplar_seeds"] is None  # one base categorization: nothing to compare
+
+
 def test_compare_reuses_finished_runs(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
     cfg = tmp_path / "c.yaml"
     _write_config(cfg)

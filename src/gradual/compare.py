@@ -17,6 +17,7 @@ value first (`n_trainings` beside `n_runs`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import Counter
@@ -40,6 +41,7 @@ HEADLINE = ("gradual", "maybeknown")  # (two-stage, one-stage MaybeKnown-only): 
 PAIRS = (("gradual", "maybeknown"), ("gradual-mk", "maybeknown"), ("gradual-mk", "random-stage2"),
          ("random-stage2", "maybeknown"), ("gradual-mk", "gradual"), ("all", "maybeknown"))
 POWER = 0.8
+log = logging.getLogger(__name__)
 
 
 def run_name(strategy: str, seed: int, exemplar_seed: int | None = None) -> str:
@@ -219,6 +221,7 @@ def _write_comparison(plan: list[tuple[str, int, Any, Path]], out: Path, summari
 
     comparison = aggregate(summaries, runs, list(strategies), list(seeds),
                            sorted({p[2].probe.seed for p in plan}))
+    comparison["noise"]["between_exemplar_seeds"] = exemplar_agreement(out, runs)
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
                       planned_runs=len(plan), missing_runs=list(missing), finished_only=finished_only,
@@ -483,6 +486,32 @@ def noise_control(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"flip_rate": mean_ci(list(per_seed.values()), bounds=(0.0, 1.0)),
             "per_seed": [{"exemplar_seed": e, "seed": k, "flip_rate": v} for (e, k), v in per_seed.items()],
             "repeats": repeats}
+
+
+def exemplar_agreement(out: Path, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """How far the base categorizations of successive exemplar seeds differ (metrics.category_agreement on
+    their base_train probes, read from one finished run of each): the items that cross the line stage-2
+    selection uses with no training at all, the noise floor under "moved up after stage 1". None with one
+    exemplar seed, or when the runs' probe files are not there (a comparison rebuilt from summaries)."""
+    from gradual.metrics import category_agreement
+    from gradual.probe import load_probe
+
+    files: dict[int, Path] = {}
+    for r in runs:
+        e, path = r.get("exemplar_seed"), RunDir(out / str(r.get("dir"))).train_probe(0)
+        if e is not None and e not in files and path.is_file():
+            files[e] = path
+    seeds = sorted(files)
+    if len(seeds) < 2:
+        return None
+    try:
+        cats = {e: load_probe(files[e]).categories() for e in seeds}
+    except UserError as exc:  # a damaged probe file costs this one figure, not the comparison of hours of runs
+        log.warning("exemplar agreement left out: %s", exc)
+        return None
+    pairs = [{"a": x, "b": y, **{k: v for k, v in category_agreement(cats[x], cats[y]).items() if k != "table"}}
+             for x, y in zip(seeds, seeds[1:])]
+    return {"pairs": pairs, **{k: mean_ci([p[k] for p in pairs])["mean"] for k in ("same", "up", "down")}}
 
 
 def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],

@@ -152,6 +152,21 @@ def trainings_note(c: Mapping[str, Any]) -> str:
             "other strategies' intervals include.")
 
 
+def _count(x: Any) -> str:
+    """An item count, or a mean of counts over exemplar-seed pairs: `32`, `38.5`."""
+    return "–" if x is None else f"{float(x):.1f}".removesuffix(".0")
+
+
+def exemplar_noise_text(a: Mapping[str, Any]) -> str:
+    """compare.exemplar_agreement in words: the noise floor under stage-2 selection."""
+    pairs = a.get("pairs") or []
+    which = "; ".join(f"{p['a']} vs {p['b']}" for p in pairs)
+    return (f"Base probes with other exemplars (exemplar seeds {which}; the base model, no training) give the same "
+            f"category to {fmt_pct(a.get('same'))} of train items. Items crossing from WeaklyKnown/Unknown to "
+            f"MaybeKnown/HighlyKnown: {_count(a.get('up'))}; crossing back: {_count(a.get('down'))}. A stage-2 "
+            "selection of items that \"moved up\" after stage 1 says little about learning unless it is well above that.")
+
+
 BY_EXEMPLAR_NOTE = ("Each base categorization (exemplar seed) on its own: means over its training seeds. The "
                     "strategy and category tables pool exemplar seeds, so their intervals include the spread "
                     "between base categorizations; this shows whether the categorizations agree. Each cell "

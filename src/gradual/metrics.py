@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 from scipy import stats
 
-from gradual.categories import CATEGORIES, HIGHLY
+from gradual.categories import CATEGORIES, HIGH, HIGHLY, LOW, MAYBE
 
 
 def _shared(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
@@ -49,6 +49,22 @@ def retention(before: Mapping[str, str], after: Mapping[str, str]) -> float | No
     if known == 0:
         return None
     return 1.0 - forgotten(before, after) / known
+
+
+def category_agreement(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, object]:
+    """How two categorizations of the same items differ: the transition table a -> b, the share with the
+    same category, the items crossing the line two-stage selection uses (`up`: WeaklyKnown/Unknown ->
+    MaybeKnown/HighlyKnown; `down`: back), and the overlap of the MaybeKnown sets (|both| / |either|).
+    Two base probes with other exemplars give the noise floor of that selection."""
+    shared = _shared(a, b)
+    table = transitions(a, b)
+    mk_a = {i for i in shared if a[i] == MAYBE}
+    mk_b = {i for i in shared if b[i] == MAYBE}
+    return {"items": len(shared), "table": table,
+            "same": sum(table[k][k] for k in range(len(CATEGORIES))) / len(shared) if shared else None,
+            "up": sum(1 for i in shared if a[i] in LOW and b[i] in HIGH),
+            "down": sum(1 for i in shared if a[i] in HIGH and b[i] in LOW),
+            "maybeknown_overlap": len(mk_a & mk_b) / len(mk_a | mk_b) if mk_a | mk_b else None}
 
 
 def category_counts(cats: Mapping[str, str]) -> dict[str, int]:

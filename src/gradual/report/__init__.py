@@ -276,7 +276,7 @@ def _compare_tables(c: dict[str, Any], strategies: dict[str, Any]) -> tuple[dict
 
 def compare_context(folder: Path) -> dict[str, Any]:
     """The template's context for a compare folder's report."""
-    from gradual.formatting import compare_time_text, fmt_ci, fmt_diff, partial_text, power_sentence
+    from gradual.formatting import compare_time_text, exemplar_noise_text, fmt_ci, fmt_diff, partial_text, power_sentence
 
     c = _load(CompareDir(folder).comparison_json)
     strategies: dict[str, Any] = c.get("strategies") or {}
@@ -305,6 +305,8 @@ def compare_context(folder: Path) -> dict[str, Any]:
                  ("command", c.get("command") or "–"), ("report written", _now())],
         "cards": [], "charts": charts,
         "tables": [table, *([_paired_table(c)] if c.get("paired") else []), *_by_exemplar(c), by_cat, runs],
-        "noise": {"value": fmt_ci(noise.get("flip_rate"), pct=True), "text": NOISE_TEXT},
+        "noise": {"value": fmt_ci(noise.get("flip_rate"), pct=True),
+                  "text": NOISE_TEXT + (" " + exemplar_noise_text(noise["between_exemplar_seeds"])
+                                        if noise.get("between_exemplar_seeds") else "")},
         "headline": head, "links": links,
     }

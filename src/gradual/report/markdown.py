@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gradual.categories import CATEGORIES
-from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, fmt_ci, fmt_diff, fmt_paired,
+from gradual.formatting import (BY_EXEMPLAR_NOTE, by_exemplar_table, compare_time_text, exemplar_noise_text, fmt_ci,
+                                fmt_diff, fmt_paired,
                                 fmt_pct, fmt_seconds, fmt_signed, paired_note, pairs_text, partial_text,
                                 power_sentence, runs_text, trainings_note)
 
@@ -80,6 +81,8 @@ def comparison_markdown(c: Mapping[str, Any]) -> str:
                      f"Category movements of that size are chance, not learning.")
     else:
         lines.append("No noise control in these runs (set `probe.repeat` >= 1 to measure chance category flips).")
+    if n.get("between_exemplar_seeds"):
+        lines += ["", exemplar_noise_text(n["between_exemplar_seeds"])]
     lines += ["", "## Runs", "", "| run | test accuracy | acquired | forgotten | retention | HK after | trained per stage | reused | wall time |",
               "|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for r in c.get("runs") or []:
