@@ -37,8 +37,9 @@ def main() -> None:
         print(f"{c:<14}" + "".join(f"{v:>13}" for v in row))
     if args.out:
         args.out.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
-    print(f"category_agreement: items={r['items']} same={r['same']:.3f} up={r['up']} down={r['down']} "
-          f"maybeknown_overlap={r['maybeknown_overlap']:.3f}")
+    fmt = lambda x: "none" if x is None else f"{x:.3f}"  # noqa: E731  (no shared items / no MaybeKnown)
+    print(f"category_agreement: items={r['items']} same={fmt(r['same'])} up={r['up']} down={r['down']} "
+          f"maybeknown_overlap={fmt(r['maybeknown_overlap'])}")
 
 
 if __name__ == "__main__":

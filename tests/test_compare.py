@@ -190,38 +190,55 @@ def test_report_and_terminal_name_the_trainings(tmp_path: Path, fake_pipeline: F
         assert cell in text and '"all" reads no probe' in text and "maybeknown" in text
 
 
-def test_base_probes_of_two_exemplar_seeds_give_the_noise_floor(tmp_path: Path, fake_pipeline: FakePipeline) -> None:
-    """With --exemplar-seeds the compare reads one base probe per exemplar seed and says how many items cross
-    the stage-2 selection line by chance (and leaves the figure out, not the comparison, when it cannot)."""
+def test_base_probes_of_exemplar_seeds_give_a_yardstick_for_stage2(tmp_path: Path, fake_pipeline: FakePipeline,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """With --exemplar-seeds the compare reads one base probe per exemplar seed and says how many items move
+    up by chance (both directions of every pair); a damaged file is skipped for another run's, and the
+    figure, never the comparison, goes when no two can be read."""
     from gradual.probe.result import ProbeResult, ProbeRow, save_probe
 
     cfg = tmp_path / "c.yaml"
     _write_config(cfg)
     out = tmp_path / "cmp"
-    cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=False, exemplar_seeds=[0, 1])
+    strategies, seeds = ["gradual", "maybeknown"], [0]
+    cmp.run_compare(cfg, strategies, seeds, out, progress=False, report=False, exemplar_seeds=[0, 1, 2])
+    H, M, W, U = "HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"
+    base = {0: [U, W, M, H, M], 1: [M, M, U, H, M], 2: [M, M, M, H, H]}
+    for e, cats in base.items():
+        for st in strategies:
+            save_probe(ProbeResult([ProbeRow(id=f"t{i}", category=c, p_greedy=0.0, p_sample=0.0, greedy_answers=[],
+                                             relation=None) for i, c in enumerate(cats)], {}),
+                       out / "runs" / f"{st}-ex{e}-seed0" / "probe" / "base_train.jsonl")
+    (out / "runs" / "gradual-ex2-seed0" / "probe" / "base_train.jsonl").write_text("not json\n")
 
-    def base(run: str, cats: list[str]) -> Path:
-        path = out / "runs" / run / "probe" / "base_train.jsonl"
-        save_probe(ProbeResult([ProbeRow(id=f"t{i}", category=c, p_greedy=0.0, p_sample=0.0, greedy_answers=[],
-                                         relation=None) for i, c in enumerate(cats)], {}), path)
-        return path
+    def compare() -> dict:
+        return cmp.run_compare(cfg, strategies, seeds, out, progress=False, report=True, exemplar_seeds=[0, 1, 2],
+                               finished_only=True)
 
-    base("gradual-ex0-seed0", ["Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown", "MaybeKnown"])
-    ex1 = base("gradual-ex1-seed0", ["MaybeKnown", "WeaklyKnown", "Unknown", "HighlyKnown", "MaybeKnown"])
-    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=True, exemplar_seeds=[0, 1],
-                        finished_only=True)
-    a = c["noise"]["between_exemplar_seeds"]
-    assert [(p["a"], p["b"], p["items"]) for p in a["pairs"]] == [(0, 1, 5)]
-    assert (a["same"], a["up"], a["down"]) == (0.6, 1, 1)  # t0: Unknown -> MaybeKnown, t2: MaybeKnown -> Unknown
-    assert a["pairs"][0]["maybeknown_overlap"] == pytest.approx(1 / 3)  # {t2, t4} vs {t0, t4}
+    with caplog.at_level("WARNING", logger="gradual.compare"):
+        a = compare()["noise"]["between_exemplar_seeds"]
+    assert "gradual-ex2-seed0" in caplog.text  # skipped, with a word
+    assert a["files"][2] == "runs/maybeknown-ex2-seed0/probe/base_train.jsonl"  # the next run of that seed
+    # 0->1: t0, t1 up, t2 down; 0->2: t0, t1 up; 1->2: t2 up. Up counts of both directions: 2, 1, 2, 0, 1, 0.
+    assert [(p["a"], p["b"], p["up"], p["down"]) for p in a["pairs"]] == [(0, 1, 2, 1), (0, 2, 2, 0), (1, 2, 1, 0)]
+    assert a["chance_up"] == pytest.approx(1.0) and a["chance_up_range"] == [0, 2]
+    assert a["same"] == pytest.approx((2 / 5 + 2 / 5 + 3 / 5) / 3)
+    assert a["pairs"][0]["maybeknown_overlap"] == pytest.approx(1 / 4)  # {t2, t4} vs {t0, t1, t4}: t4 of 4
     md = (out / "comparison.md").read_text()
-    assert "same category to 60.0% of train items. Items crossing from WeaklyKnown/Unknown to MaybeKnown/HighlyKnown: 1; crossing back: 1." in md
-    assert "exemplar seeds 0 vs 1" in (out / "report.html").read_text()
-    ex1.write_text("not json\n")  # a damaged probe file: the figure goes, the comparison stays
-    c = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], out, progress=False, report=False, exemplar_seeds=[0, 1],
-                        finished_only=True)
-    assert c["noise"]["between_exemplar_seeds"] is None and "Base probes with other" not in (out / "comparison.md").read_text()
-    one = cmp.run_compare(cfg, ["gradual", "maybeknown"], [0], tmp_path / "one", progress=False, report=False)
+    assert ("same category to 46.7% of train items on average; items moving up from WeaklyKnown/Unknown to "
+            "MaybeKnown/HighlyKnown by chance alone: 1 (0 to 2 by pair and direction).") in md
+    assert "(0 and 1, 0 and 2, 1 and 2;" in (out / "report.html").read_text()
+    # A file with an unknown category, under both runs of exemplar seed 1: pairs without it.
+    for st in strategies:
+        (out / "runs" / f"{st}-ex1-seed0" / "probe" / "base_train.jsonl").write_text(
+            '{"id": "t0", "category": "Sorta"}\n')
+    a = compare()["noise"]["between_exemplar_seeds"]
+    assert [(p["a"], p["b"]) for p in a["pairs"]] == [(0, 2)] and "0 to 2 by pair" in (out / "comparison.md").read_text()
+    for st in strategies:  # nothing readable for seed 2 either: the figure goes, the comparison stays
+        (out / "runs" / f"{st}-ex2-seed0" / "probe" / "base_train.jsonl").unlink()
+    c = compare()
+    assert c["noise"]["between_exemplar_seeds"] is None and "by chance alone" not in (out / "comparison.md").read_text()
+    one = cmp.run_compare(cfg, strategies, seeds, tmp_path / "one", progress=False, report=False)
     assert one["noise"]["between_exemplar_seeds"] is None  # one base categorization: nothing to compare
 
 

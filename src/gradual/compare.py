@@ -221,7 +221,7 @@ def _write_comparison(plan: list[tuple[str, int, Any, Path]], out: Path, summari
 
     comparison = aggregate(summaries, runs, list(strategies), list(seeds),
                            sorted({p[2].probe.seed for p in plan}))
-    comparison["noise"]["between_exemplar_seeds"] = exemplar_agreement(out, runs)
+    comparison["noise"]["between_exemplar_seeds"] = dist.on_main(lambda: exemplar_agreement(out, runs))
     comparison.update(config=str(config) if config is not None else None, command=command,
                       overrides={k: v for k, v in (overrides or {}).items() if v is not None},
                       planned_runs=len(plan), missing_runs=list(missing), finished_only=finished_only,
@@ -488,30 +488,54 @@ def noise_control(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "repeats": repeats}
 
 
-def exemplar_agreement(out: Path, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """How far the base categorizations of successive exemplar seeds differ (metrics.category_agreement on
-    their base_train probes, read from one finished run of each): the items that cross the line stage-2
-    selection uses with no training at all, the noise floor under "moved up after stage 1". None with one
-    exemplar seed, or when the runs' probe files are not there (a comparison rebuilt from summaries)."""
-    from gradual.metrics import category_agreement
-    from gradual.probe import load_probe
+def _base_categories(path: Path) -> dict[str, str]:
+    """{item id: category} of a base probe file; ValueError (or OSError) when it is not one. Only the two
+    fields are read: this figure must not depend on the rest of a probe file's format."""
+    from gradual.atomic import read_jsonl
 
-    files: dict[int, Path] = {}
+    out = {}
+    for row in read_jsonl(path):
+        if not isinstance(row, dict) or row.get("category") not in CATEGORIES or "id" not in row:
+            raise ValueError(f"{path}: not a probe row: {str(row)[:80]}")
+        out[str(row["id"])] = str(row["category"])
+    return out
+
+
+def exemplar_agreement(out: Path, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """How far the base categorizations of different exemplar seeds lie apart (metrics.category_agreement
+    of every pair of their base_train probes, one finished run's file per seed: the base probe depends on
+    the exemplar seed, not on the strategy or training seed). `chance_up` is the mean, over both
+    directions of every pair, of the items that move from WeaklyKnown/Unknown to MaybeKnown/HighlyKnown
+    with no training: a yardstick for stage-2 selection's "moved up after stage 1" (which re-probes with
+    the same exemplars, so the yardstick is generous). None with fewer than two readable base probes; a
+    damaged file is skipped with a warning (the next run of that exemplar seed is tried), since this
+    figure must never cost the comparison of hours of runs."""
+    from itertools import combinations
+
+    from gradual.metrics import category_agreement
+
+    cats: dict[int, dict[str, str]] = {}
+    files: dict[int, str] = {}
     for r in runs:
-        e, path = r.get("exemplar_seed"), RunDir(out / str(r.get("dir"))).train_probe(0)
-        if e is not None and e not in files and path.is_file():
-            files[e] = path
-    seeds = sorted(files)
-    if len(seeds) < 2:
+        e = r.get("exemplar_seed")
+        path = RunDir(out / str(r.get("dir"))).train_probe(0)
+        if e is None or e in cats or not path.is_file():
+            continue
+        try:
+            cats[e] = _base_categories(path)
+            files[e] = str(path.relative_to(out))
+        except (ValueError, OSError) as exc:
+            log.warning("exemplar agreement: %s skipped (%s)", path, exc)
+    pairs = []
+    for x, y in combinations(sorted(cats), 2):
+        agree = category_agreement(cats[x], cats[y])
+        if agree["items"]:
+            pairs.append({"a": x, "b": y, **{k: v for k, v in agree.items() if k != "table"}})
+    if not pairs:
         return None
-    try:
-        cats = {e: load_probe(files[e]).categories() for e in seeds}
-    except UserError as exc:  # a damaged probe file costs this one figure, not the comparison of hours of runs
-        log.warning("exemplar agreement left out: %s", exc)
-        return None
-    pairs = [{"a": x, "b": y, **{k: v for k, v in category_agreement(cats[x], cats[y]).items() if k != "table"}}
-             for x, y in zip(seeds, seeds[1:])]
-    return {"pairs": pairs, **{k: mean_ci([p[k] for p in pairs])["mean"] for k in ("same", "up", "down")}}
+    ups = [p[k] for p in pairs for k in ("up", "down")]  # b -> a moving up is a -> b's "down"
+    return {"files": files, "pairs": pairs, "same": mean_ci([p["same"] for p in pairs])["mean"],
+            "chance_up": mean_ci(ups)["mean"], "chance_up_range": [min(ups), max(ups)]}
 
 
 def aggregate(summaries: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],

@@ -158,13 +158,16 @@ def _count(x: Any) -> str:
 
 
 def exemplar_noise_text(a: Mapping[str, Any]) -> str:
-    """compare.exemplar_agreement in words: the noise floor under stage-2 selection."""
+    """compare.exemplar_agreement in words: a yardstick for stage-2 selection."""
     pairs = a.get("pairs") or []
-    which = "; ".join(f"{p['a']} vs {p['b']}" for p in pairs)
-    return (f"Base probes with other exemplars (exemplar seeds {which}; the base model, no training) give the same "
-            f"category to {fmt_pct(a.get('same'))} of train items. Items crossing from WeaklyKnown/Unknown to "
-            f"MaybeKnown/HighlyKnown: {_count(a.get('up'))}; crossing back: {_count(a.get('down'))}. A stage-2 "
-            "selection of items that \"moved up\" after stage 1 says little about learning unless it is well above that.")
+    lo, hi = a.get("chance_up_range") or [None, None]
+    spread = "" if lo == hi else f" ({_count(lo)} to {_count(hi)} by pair and direction)"
+    which = ", ".join(f"{p['a']} and {p['b']}" for p in pairs)
+    return (f"Base probes under different exemplar seeds ({which}; the base model, no training) give the same "
+            f"category to {fmt_pct(a.get('same'))} of train items{' on average' if len(pairs) > 1 else ''}; items moving "
+            f"up from WeaklyKnown/Unknown to MaybeKnown/HighlyKnown by chance alone: {_count(a.get('chance_up'))}{spread}. "
+            "Stage-2 selection of items that \"moved up\" after stage 1 (re-probed with the "
+            "same exemplars) says little about learning unless it is well above that.")
 
 
 BY_EXEMPLAR_NOTE = ("Each base categorization (exemplar seed) on its own: means over its training seeds. The "
