@@ -11,7 +11,8 @@ training seed and the exemplar seed (probe.seed), so they start from the same ba
 paired difference carries the smallest difference the compare could have detected at 80% power.
 Intervals count trainings, not runs: a strategy that reads no probe (strategies.PROBE_FREE, `all`)
 trains one model per training seed whatever the exemplar seed, so those runs are averaged into one
-value first (`n_trainings` beside `n_runs`).
+value first (`n_trainings` beside `n_runs`). With several exemplar seeds, the runs' base probes also
+give a chance yardstick for stage-2 selection (exemplar_agreement: items that move up with no training).
 """
 
 from __future__ import annotations
